@@ -1,0 +1,3 @@
+using QuantTasks.Cli;
+
+return QuantApp.Run(args, Console.Out, Console.Error);

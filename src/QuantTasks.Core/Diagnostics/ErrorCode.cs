@@ -1,0 +1,119 @@
+namespace QuantTasks.Diagnostics;
+
+/// <summary>
+/// Every error QuantTasks reports, printed as <c>QTnnnn</c>. The thousands digit is the exit code of the
+/// command line (1 bad input or usage, 2 accuracy gate failed, 3 internal error), so a code alone tells CI
+/// what kind of failure it saw. <c>docs/errors.md</c> explains each one; a test keeps the two in step.
+/// </summary>
+public enum ErrorCode
+{
+    /// <summary>The command line itself is wrong: an unknown option, a missing argument.</summary>
+    Usage = 1001,
+
+    /// <summary>A file the command was given does not exist.</summary>
+    FileNotFound = 1002,
+
+    /// <summary>An output file exists and the command was not told to replace it.</summary>
+    OutputExists = 1003,
+
+    /// <summary>A file could not be read or written (permissions, a directory in its place).</summary>
+    FileAccess = 1004,
+
+    /// <summary>The policy is not well-formed YAML (including a tab used for indentation).</summary>
+    PolicySyntax = 1101,
+
+    /// <summary>The policy has a key the schema does not define.</summary>
+    PolicyUnknownKey = 1102,
+
+    /// <summary>A policy value has the wrong type (a list where a map belongs, text where a number belongs).</summary>
+    PolicyWrongType = 1103,
+
+    /// <summary>A policy value is outside its allowed range or set.</summary>
+    PolicyInvalidValue = 1104,
+
+    /// <summary>The size budget names none or more than one of its forms.</summary>
+    PolicyBudget = 1105,
+
+    /// <summary>A file the policy names does not exist.</summary>
+    PolicyMissingFile = 1106,
+
+    /// <summary>A required policy key is missing.</summary>
+    PolicyMissingKey = 1107,
+
+    /// <summary>The policy breaks a rule of the schema not covered by a more specific code.</summary>
+    PolicySchema = 1108,
+
+    /// <summary>The file is not an ONNX model, or is truncated.</summary>
+    OnnxUnreadable = 1201,
+
+    /// <summary>An external-data location points outside the model's folder.</summary>
+    OnnxExternalDataOutsideFolder = 1202,
+
+    /// <summary>An external-data file is missing or shorter than the model says.</summary>
+    OnnxExternalDataMissing = 1203,
+
+    /// <summary>A tensor's stored data does not match the size its shape and type call for.</summary>
+    OnnxTensorSizeMismatch = 1204,
+
+    /// <summary>A tensor has a data type or storage form QuantTasks does not read.</summary>
+    OnnxUnsupportedTensor = 1205,
+
+    /// <summary>The model's structure is invalid (no graph, a node input nobody produces).</summary>
+    OnnxInvalidModel = 1206,
+
+    /// <summary>A data file is not a valid .npy or .npz file.</summary>
+    DataUnreadable = 1301,
+
+    /// <summary>A data file lacks an array the model needs.</summary>
+    DataMissingArray = 1302,
+
+    /// <summary>A data array has a dtype QuantTasks does not accept there.</summary>
+    DataWrongType = 1303,
+
+    /// <summary>A data array is truncated: it stores fewer bytes than its shape declares.</summary>
+    DataTruncated = 1304,
+
+    /// <summary>A data array's layout is not supported (Fortran order, big-endian).</summary>
+    DataUnsupportedLayout = 1305,
+
+    /// <summary>libtorch, the Hessian engine's native library, cannot be loaded on this machine.</summary>
+    TorchUnavailable = 1401,
+
+    /// <summary>The quantized model lost more accuracy than the policy's max_drop allows.</summary>
+    AccuracyGateFailed = 2001,
+
+    /// <summary>A bug in QuantTasks; the message says what to report.</summary>
+    Internal = 3001,
+}
+
+/// <summary>Exit codes of the <c>dotnet quant</c> command line, as the product contract defines them.</summary>
+public enum ExitCode
+{
+    /// <summary>Everything worked.</summary>
+    Success = 0,
+
+    /// <summary>Bad input or usage.</summary>
+    BadInput = 1,
+
+    /// <summary>The accuracy gate failed.</summary>
+    AccuracyGateFailed = 2,
+
+    /// <summary>An internal error.</summary>
+    Internal = 3,
+}
+
+/// <summary>Formatting and classification of <see cref="ErrorCode"/> values.</summary>
+public static class ErrorCodes
+{
+    /// <summary>The printed form, such as <c>QT1102</c>.</summary>
+    public static string Format(this ErrorCode code) =>
+        "QT" + ((int)code).ToString("D4", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>The exit code an error of this code ends the command line with.</summary>
+    public static ExitCode ExitCode(this ErrorCode code) => ((int)code / 1000) switch
+    {
+        1 => Diagnostics.ExitCode.BadInput,
+        2 => Diagnostics.ExitCode.AccuracyGateFailed,
+        _ => Diagnostics.ExitCode.Internal,
+    };
+}

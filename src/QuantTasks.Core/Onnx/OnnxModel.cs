@@ -1,0 +1,228 @@
+using Google.Protobuf;
+using QuantTasks.Diagnostics;
+using QuantTasks.Onnx.Proto;
+
+namespace QuantTasks.Onnx;
+
+/// <summary>
+/// An ONNX model in memory: the parsed <see cref="ModelProto"/> with every tensor's data resident, whether the
+/// file kept it inline or in external data files. <see cref="Save"/> writes tensors that came from external files
+/// back to external files, so a model over protobuf's 2 GB limit stays writable.
+/// </summary>
+public sealed class OnnxModel
+{
+    // Tensors whose data came from an external file, with the location they came from. Keyed by reference:
+    // a tensor the caller replaces with a new object is written inline unless it is large.
+    private readonly Dictionary<TensorProto, string> _externalLocations = new(ReferenceEqualityComparer.Instance);
+
+    private OnnxModel(ModelProto proto, string path, string fullPath)
+    {
+        Proto = proto;
+        Path = path;
+        FullPath = fullPath;
+    }
+
+    /// <summary>The model's protobuf message. Tensor data is always inline here (<c>raw_data</c> or typed fields).</summary>
+    public ModelProto Proto { get; }
+
+    /// <summary>The path the model was read from, as given; errors name the file this way.</summary>
+    public string Path { get; }
+
+    /// <summary>The full path the model was read from.</summary>
+    public string FullPath { get; }
+
+    /// <summary>The main graph.</summary>
+    public GraphProto Graph => Proto.Graph;
+
+    /// <summary>The version of the default ONNX operator set (<c>ai.onnx</c>) the model imports.</summary>
+    public long Opset =>
+        Proto.OpsetImport.FirstOrDefault(o => string.IsNullOrEmpty(o.Domain) || o.Domain == "ai.onnx")?.Version ?? 0;
+
+    /// <summary>Whether the tensor's data was read from an external data file.</summary>
+    public bool CameFromExternalData(TensorProto tensor) => _externalLocations.ContainsKey(tensor);
+
+    /// <summary>Reads an ONNX model and any external data files it names.</summary>
+    /// <exception cref="QuantException">The file is missing, not ONNX, truncated, or names bad external data.</exception>
+    public static OnnxModel Load(string path)
+    {
+        var fullPath = System.IO.Path.GetFullPath(path);
+        if (!File.Exists(fullPath))
+        {
+            throw new QuantException(ErrorCode.FileNotFound,
+                $"ONNX model '{path}' does not exist. Check the path (relative paths are resolved from {Environment.CurrentDirectory}).",
+                new SourceLocation(path));
+        }
+
+        ModelProto proto;
+        try
+        {
+            using var stream = File.OpenRead(fullPath);
+            proto = ModelProto.Parser.ParseFrom(stream);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            throw new QuantException(ErrorCode.OnnxUnreadable,
+                $"'{path}' is not a readable ONNX model: {e.Message.TrimEnd('.')}. The file is truncated or is not an ONNX protobuf; export the model again.",
+                new SourceLocation(path), e);
+        }
+        catch (IOException e)
+        {
+            throw new QuantException(ErrorCode.FileAccess, $"Cannot read '{path}': {e.Message}", new SourceLocation(path), e);
+        }
+
+        CheckLooksLikeOnnx(proto, path);
+        var model = new OnnxModel(proto, path, fullPath);
+        model.ResolveExternalData();
+        model.CheckStoredSizes();
+        return model;
+    }
+
+    /// <summary>
+    /// Writes the model to <paramref name="path"/>. Tensors read from external data files go to external files of
+    /// the same names beside the output. Each file is written under a temporary name and renamed, so a failure
+    /// never leaves a half-written model.
+    /// </summary>
+    public void Save(string path)
+    {
+        var fullPath = System.IO.Path.GetFullPath(path);
+        var folder = System.IO.Path.GetDirectoryName(fullPath)!;
+        Directory.CreateDirectory(folder);
+
+        // Serialize a copy so that this model keeps its inline data after the save.
+        var copy = Proto.Clone();
+        var externalWrites = new Dictionary<string, List<(TensorProto Tensor, ByteString Data)>>(StringComparer.Ordinal);
+        var originals = OnnxTensors.All(Proto.Graph).ToList();
+        var copies = OnnxTensors.All(copy.Graph).ToList();
+        for (var i = 0; i < originals.Count; i++)
+        {
+            if (_externalLocations.TryGetValue(originals[i], out var location))
+            {
+                if (!externalWrites.TryGetValue(location, out var list))
+                {
+                    externalWrites[location] = list = [];
+                }
+
+                list.Add((copies[i], copies[i].RawData));
+            }
+        }
+
+        var pending = new List<(string Temp, string Final)>();
+        try
+        {
+            foreach (var (location, tensors) in externalWrites)
+            {
+                var final = ExternalData.ResolveInside(folder, location, path);
+                var temp = final + ".tmp-" + Guid.NewGuid().ToString("N");
+                pending.Add((temp, final));
+                using var stream = File.Create(temp);
+                foreach (var (tensor, data) in tensors)
+                {
+                    var offset = stream.Position;
+                    data.WriteTo(stream);
+                    ExternalData.MarkExternal(tensor, location, offset, data.Length);
+                }
+            }
+
+            var modelTemp = fullPath + ".tmp-" + Guid.NewGuid().ToString("N");
+            pending.Add((modelTemp, fullPath));
+            using (var stream = File.Create(modelTemp))
+            {
+                copy.WriteTo(stream);
+            }
+
+            foreach (var (temp, final) in pending)
+            {
+                File.Move(temp, final, overwrite: true);
+            }
+        }
+        catch
+        {
+            foreach (var (temp, _) in pending)
+            {
+                File.Delete(temp);
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>The model serialized to bytes with all tensor data inline (for ONNX Runtime's in-memory loading).</summary>
+    public byte[] ToBytes() => Proto.ToByteArray();
+
+    /// <summary>Finds the tensor named <paramref name="name"/>: an initializer or the value of a <c>Constant</c> node.</summary>
+    public TensorProto? FindTensor(string name)
+    {
+        foreach (var init in Graph.Initializer)
+        {
+            if (init.Name == name)
+            {
+                return init;
+            }
+        }
+
+        foreach (var node in Graph.Node)
+        {
+            if (node.OpType == "Constant" && node.Output.Count == 1 && node.Output[0] == name)
+            {
+                return node.Attribute.FirstOrDefault(a => a.Name == "value")?.T;
+            }
+        }
+
+        return null;
+    }
+
+    private static void CheckLooksLikeOnnx(ModelProto proto, string path)
+    {
+        // Protobuf parses many non-ONNX byte strings without complaint; an ONNX model always has an IR version
+        // and a graph, and a graph whose nodes have op types.
+        if (proto.IrVersion <= 0 || proto.Graph is null || proto.Graph.Node.Any(n => string.IsNullOrEmpty(n.OpType)))
+        {
+            throw new QuantException(ErrorCode.OnnxUnreadable,
+                $"'{path}' is not an ONNX model (it has no IR version or no graph). Give the .onnx file your exporter wrote.",
+                new SourceLocation(path));
+        }
+    }
+
+    /// <summary>Reads a tensor's elements as float32; errors name this model's file.</summary>
+    public float[] ReadFloats(TensorProto tensor)
+    {
+        try
+        {
+            return TensorValues.ReadAsFloat(tensor);
+        }
+        catch (QuantException e) when (e.Location is null)
+        {
+            throw new QuantException(e.Code, e.Message, new SourceLocation(Path), e.InnerException);
+        }
+    }
+
+    private void ResolveExternalData()
+    {
+        var folder = System.IO.Path.GetDirectoryName(FullPath)!;
+        foreach (var tensor in OnnxTensors.All(Proto.Graph))
+        {
+            if (tensor.DataLocation == TensorProto.Types.DataLocation.External)
+            {
+                var location = ExternalData.Load(tensor, folder, Path);
+                _externalLocations[tensor] = location;
+            }
+        }
+    }
+
+    // A tensor whose bytes disagree with its shape is reported when the model is read, naming the tensor,
+    // rather than when some later stage touches it.
+    private void CheckStoredSizes()
+    {
+        foreach (var tensor in OnnxTensors.All(Proto.Graph))
+        {
+            try
+            {
+                TensorValues.CheckStoredSize(tensor);
+            }
+            catch (QuantException e) when (e.Location is null)
+            {
+                throw new QuantException(e.Code, e.Message, new SourceLocation(Path), e.InnerException);
+            }
+        }
+    }
+}

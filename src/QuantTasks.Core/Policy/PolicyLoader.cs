@@ -1,0 +1,202 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using QuantTasks.Diagnostics;
+using YamlDotNet.Core;
+
+namespace QuantTasks.Policy;
+
+/// <summary>A policy read from a file, with the folder its relative paths are resolved from.</summary>
+/// <param name="Path">The policy file, as given.</param>
+/// <param name="Policy">The typed options.</param>
+public sealed record LoadedPolicy(string Path, QuantPolicy Policy)
+{
+    /// <summary>The folder that the policy's relative paths are relative to.</summary>
+    public string Folder => System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(Path))!;
+
+    /// <summary>A path from the policy, resolved against the policy's folder.</summary>
+    public string Resolve(string relativeOrAbsolute) => System.IO.Path.GetFullPath(relativeOrAbsolute, Folder);
+}
+
+/// <summary>
+/// Reads <c>quant.yaml</c>: YAML parsed by YamlDotNet, checked against <c>quant.schema.json</c>, bound to
+/// <see cref="QuantPolicy"/>, and the files it names checked to exist. Every problem is a
+/// <see cref="QuantException"/> with the file's line and column; all problems found are reported together.
+/// </summary>
+public static class PolicyLoader
+{
+    /// <summary>The name <c>dotnet quant</c> and the build look for when no policy is named.</summary>
+    public const string DefaultFileName = "quant.yaml";
+
+    internal static readonly JsonSerializerOptions BindingOptions = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower, allowIntegerValues: false) },
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+    };
+
+    /// <summary>Reads, validates and binds a policy file.</summary>
+    /// <exception cref="QuantException">The first problem, with the others in <see cref="QuantException.Additional"/>.</exception>
+    public static LoadedPolicy Load(string path)
+    {
+        if (!File.Exists(path))
+        {
+            throw new QuantException(ErrorCode.FileNotFound,
+                $"Policy file '{path}' does not exist. Create one with 'dotnet quant init'.", new SourceLocation(path));
+        }
+
+        return Parse(File.ReadAllText(path), path);
+    }
+
+    /// <summary>Validates and binds policy text; <paramref name="path"/> is where relative paths start and what errors name.</summary>
+    public static LoadedPolicy Parse(string text, string path)
+    {
+        YamlJson document;
+        try
+        {
+            document = YamlJson.Parse(text);
+        }
+        catch (YamlException e)
+        {
+            throw SyntaxError(e, text, path);
+        }
+
+        if (document.Root is not JsonObject)
+        {
+            throw QuantException.Combine([new QuantException(ErrorCode.PolicyWrongType,
+                "The policy must be a map of keys (version, models, ...); this file " + (document.Root is null ? "is empty." : "is not a map.")
+                + " Start from 'dotnet quant init'.",
+                new SourceLocation(path, 1, 1))]);
+        }
+
+        var errors = PolicySchema.Validate(document, path);
+        if (errors.Count > 0)
+        {
+            throw QuantException.Combine(errors);
+        }
+
+        QuantPolicy policy;
+        try
+        {
+            policy = document.Root.Deserialize<QuantPolicy>(BindingOptions)
+                ?? throw new InvalidOperationException("The policy bound to null.");
+        }
+        catch (JsonException e)
+        {
+            // The schema should have caught anything binding rejects; say where, all the same.
+            var pointer = "/" + (e.Path ?? "$").TrimStart('$', '.').Replace('.', '/');
+            var at = document.ValuePosition(pointer);
+            throw QuantException.Combine([new QuantException(ErrorCode.PolicySchema,
+                $"The policy's value at {e.Path} cannot be read: {e.Message}", new SourceLocation(path, at.Line, at.Column), e)]);
+        }
+
+        var loaded = new LoadedPolicy(path, policy);
+        var semantic = CheckFiles(loaded, document).Concat(CheckConsistency(loaded, document)).ToList();
+        if (semantic.Count > 0)
+        {
+            throw QuantException.Combine(semantic);
+        }
+
+        return loaded;
+    }
+
+    private static IEnumerable<QuantException> CheckFiles(LoadedPolicy loaded, YamlJson document)
+    {
+        var policy = loaded.Policy;
+        var named = new List<(string Pointer, string Value, string What)>();
+        for (var i = 0; i < policy.Models.Count; i++)
+        {
+            named.Add(($"/models/{i}/path", policy.Models[i].Path, "model"));
+        }
+
+        if (policy.Data.Calibration is { } calibration)
+        {
+            named.Add(("/data/calibration", calibration, "calibration data file"));
+        }
+
+        if (policy.Data.Evaluation is { } evaluation)
+        {
+            named.Add(("/data/evaluation", evaluation, "evaluation data file"));
+        }
+
+        foreach (var (pointer, value, what) in named)
+        {
+            var full = loaded.Resolve(value);
+            if (!File.Exists(full))
+            {
+                var at = document.ValuePosition(pointer);
+                yield return new QuantException(ErrorCode.PolicyMissingFile,
+                    $"The {what} '{value}' does not exist (looked for {full}). Paths are relative to the policy file.",
+                    new SourceLocation(loaded.Path, at.Line, at.Column));
+            }
+        }
+    }
+
+    private static IEnumerable<QuantException> CheckConsistency(LoadedPolicy loaded, YamlJson document)
+    {
+        var policy = loaded.Policy;
+        if (policy.Sensitivity.Method != SensitivityMethod.None && policy.Data.Calibration is null)
+        {
+            var at = document.ValuePosition("/data");
+            yield return new QuantException(ErrorCode.PolicyMissingKey,
+                $"sensitivity.method is {policy.Sensitivity.Method.ToString().ToLowerInvariant()}, which needs calibration data: add data.calibration (an .npz file), or set sensitivity.method: none.",
+                new SourceLocation(loaded.Path, at.Line, at.Column));
+        }
+
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < policy.Models.Count; i++)
+        {
+            var name = ModelName(policy.Models[i]);
+            if (!names.Add(name))
+            {
+                var at = document.ValuePosition($"/models/{i}");
+                yield return new QuantException(ErrorCode.PolicyInvalidValue,
+                    $"Two models would generate the class {name}Model. Give one of them another 'name'.",
+                    new SourceLocation(loaded.Path, at.Line, at.Column));
+            }
+        }
+    }
+
+    /// <summary>The generated class's name without its <c>Model</c> suffix: the policy's name, or one made from the file name.</summary>
+    public static string ModelName(ModelOptions model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (!string.IsNullOrEmpty(model.Name))
+        {
+            return model.Name;
+        }
+
+        var stem = System.IO.Path.GetFileNameWithoutExtension(model.Path);
+        var words = stem.Split(['-', '_', '.', ' '], StringSplitOptions.RemoveEmptyEntries);
+        var name = string.Concat(words.Select(w => char.ToUpperInvariant(w[0]) + w[1..]));
+        name = new string(name.Where(char.IsLetterOrDigit).ToArray());
+        return name.Length == 0 || char.IsDigit(name[0]) ? "Model" + name : name;
+    }
+
+    private static QuantException SyntaxError(YamlException e, string text, string path)
+    {
+        var line = (int)e.Start.Line;
+        var column = (int)e.Start.Column;
+        var lines = text.Split('\n');
+        var reason = e.InnerException?.Message ?? e.Message;
+
+        // YamlDotNet reports a tab in the indentation as a token that cannot start; say what it is.
+        for (var i = 0; i < lines.Length; i++)
+        {
+            var indent = lines[i].Length - lines[i].TrimStart(' ', '\t').Length;
+            if (lines[i][..indent].Contains('\t', StringComparison.Ordinal) && (i + 1 == line || i + 2 == line || i == line))
+            {
+                return QuantException.Combine([new QuantException(ErrorCode.PolicySyntax,
+                    "A tab is used for indentation; YAML allows only spaces. Replace the tab with spaces.",
+                    new SourceLocation(path, i + 1, lines[i].IndexOf('\t', StringComparison.Ordinal) + 1), e)]);
+            }
+        }
+
+        var message = reason.Contains(')', StringComparison.Ordinal) && reason.StartsWith('(')
+            ? reason[(reason.IndexOf(')', StringComparison.Ordinal) + 1)..].TrimStart(':', ' ')
+            : reason;
+        return QuantException.Combine([new QuantException(ErrorCode.PolicySyntax,
+            $"The policy is not valid YAML: {message.TrimEnd('.')}. Check the indentation and quoting around this position.",
+            new SourceLocation(path, line, column), e)]);
+    }
+}

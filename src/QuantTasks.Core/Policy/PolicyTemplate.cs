@@ -1,0 +1,80 @@
+using System.Text;
+
+namespace QuantTasks.Policy;
+
+/// <summary>The commented <c>quant.yaml</c> that <c>dotnet quant init</c> writes.</summary>
+public static class PolicyTemplate
+{
+    /// <summary>
+    /// The policy text. Paths are written as given (relative to the policy file). Without calibration data the
+    /// sensitivity analysis is off, since it needs samples; the comments say how to turn it on.
+    /// </summary>
+    /// <param name="schemaReference">What the <c>yaml-language-server</c> line points editors to.</param>
+    /// <param name="modelPath">The model, relative to the policy.</param>
+    /// <param name="calibration">Calibration data, relative to the policy, or null.</param>
+    /// <param name="evaluation">Evaluation data, relative to the policy, or null.</param>
+    public static string Render(string schemaReference, string modelPath, string? calibration, string? evaluation)
+    {
+        var text = new StringBuilder();
+        void Line(string line) => text.Append(line).Append('\n');
+        Line($"# yaml-language-server: $schema={schemaReference}");
+        Line("# QuantTasks policy: how `dotnet build` (or `dotnet quant quantize`) compresses this project's ONNX models.");
+        Line("# Every key is optional except version and models; the values shown are the defaults unless noted.");
+        Line("version: 1");
+        Line("models:");
+        Line($"  - path: {Quote(modelPath)}           # relative to this file");
+        Line("    # name: Digits                     # generated class DigitsModel; default from the file name");
+        Line("    # namespace: MyApp.Models          # default: the project's RootNamespace + .Models");
+        Line("data:");
+        Line(calibration is null
+            ? "  # calibration: data/calib.npz       # samples for the Hessian analysis (.npz; labels optional)"
+            : $"  calibration: {Quote(calibration)}  # samples for the Hessian analysis (labels optional)");
+        Line(evaluation is null
+            ? "  # evaluation: data/test.npz         # samples for the accuracy gate (.npz; labels optional)"
+            : $"  evaluation: {Quote(evaluation)}  # samples for the accuracy gate (labels optional)");
+        Line("sensitivity:");
+        Line(calibration is null
+            ? "  method: none                       # trace | eigenvalue | none; trace needs data.calibration"
+            : "  method: trace                      # trace (Hutchinson, HAWQ-V2) | eigenvalue (power iteration) | none");
+        Line("  loss: auto                         # auto | cross-entropy | kl | mse");
+        Line("  samples: 512");
+        Line("  batch_size: 64");
+        Line("  max_iterations: 200");
+        Line("  tolerance: 0.01");
+        Line("  seed: 0");
+        Line("  device: auto                       # auto | cpu | cuda");
+        Line("quantization:");
+        Line("  method: uniform                    # uniform | kmeans | hessian-kmeans | ecsq");
+        Line("  granularity: per-channel           # per-channel | per-tensor");
+        Line("  bits: [2, 3, 4, 5, 6, 8]           # candidates per tensor");
+        Line("  budget:                            # exactly one of:");
+        Line("    compression_ratio: 8             #   float32 weight bytes / compressed bytes");
+        Line("    # max_size: 64KB                 #   compressed bytes of all weights (KB = 1000 B, KiB = 1024 B)");
+        Line("    # average_bits: 4                #   coded bits per weight");
+        Line("  keep_float: [\"*bias*\"]             # globs of tensors left in float32");
+        Line("  # overrides:                       # fixed choices by tensor name, first match wins");
+        Line("  #   - match: \"conv1.*\"");
+        Line("  #     bits: 8");
+        Line("pruning:");
+        Line("  sparsity: 0.0                      # fraction of smallest weights set to zero; 0 = off");
+        Line("encoding:");
+        Line("  entropy: huffman                   # huffman | none");
+        Line("accuracy:");
+        Line("  metric: top1                       # top1 | agreement | cosine");
+        Line("  max_drop: 0.5                      # percentage points; more fails the build");
+        return text.ToString();
+    }
+
+    // Plain YAML when the path needs no quoting, double-quoted otherwise.
+    private static string Quote(string path)
+    {
+        var plain = path.Length > 0 && path.All(c => char.IsLetterOrDigit(c) || c is '/' or '.' or '_' or '-')
+            && !char.IsDigit(path[0]);
+        return plain ? path : "\"" + path.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal) + "\"";
+    }
+
+    /// <summary>A path relative to <paramref name="folder"/>, with forward slashes (YAML reads the same on every OS).</summary>
+    public static string Relative(string folder, string path) =>
+        System.IO.Path.GetRelativePath(folder, path).Replace('\\', '/');
+
+}

@@ -1,0 +1,250 @@
+namespace QuantTasks.Policy;
+
+/// <summary>
+/// A <c>quant.yaml</c> policy, version 1. Property names map to snake_case keys (<c>BatchSize</c> is
+/// <c>batch_size</c>); enum values to kebab-case (<c>HessianKmeans</c> is <c>hessian-kmeans</c>). Every default
+/// below is also the schema's <c>default</c>; a test keeps <c>quant.schema.json</c> and these types in step.
+/// </summary>
+public sealed class QuantPolicy
+{
+    /// <summary>The policy format version. Default and only value: 1.</summary>
+    public int Version { get; init; } = 1;
+
+    /// <summary>The models to compress; at least one.</summary>
+    public IReadOnlyList<ModelOptions> Models { get; init; } = [];
+
+    /// <summary>Calibration and evaluation data files.</summary>
+    public DataOptions Data { get; init; } = new();
+
+    /// <summary>How sensitivity is measured.</summary>
+    public SensitivityOptions Sensitivity { get; init; } = new();
+
+    /// <summary>How weights are quantized, under which budget.</summary>
+    public QuantizationOptions Quantization { get; init; } = new();
+
+    /// <summary>Magnitude pruning before quantization.</summary>
+    public PruningOptions Pruning { get; init; } = new();
+
+    /// <summary>How symbols are coded in the blob.</summary>
+    public EncodingOptions Encoding { get; init; } = new();
+
+    /// <summary>The accuracy gate.</summary>
+    public AccuracyOptions Accuracy { get; init; } = new();
+}
+
+/// <summary>One model to compress.</summary>
+public sealed class ModelOptions
+{
+    /// <summary>The ONNX file, relative to the policy file. Required.</summary>
+    public string Path { get; init; } = "";
+
+    /// <summary>Generated class name without the <c>Model</c> suffix. Default (null): from the file name.</summary>
+    public string? Name { get; init; }
+
+    /// <summary>Namespace of the generated class. Default (null): the project's RootNamespace + <c>.Models</c>.</summary>
+    public string? Namespace { get; init; }
+
+    /// <summary>The graph output holding the logits. Default (null): the first graph output.</summary>
+    public string? Output { get; init; }
+}
+
+/// <summary>Data files, relative to the policy file.</summary>
+public sealed class DataOptions
+{
+    /// <summary>Samples for the Hessian analysis. Default (null): none, which needs <c>sensitivity.method: none</c>.</summary>
+    public string? Calibration { get; init; }
+
+    /// <summary>Samples for the accuracy gate. Default (null): none, and no gate.</summary>
+    public string? Evaluation { get; init; }
+}
+
+/// <summary>Which sensitivity measure the bit search uses.</summary>
+public enum SensitivityMethod
+{
+    /// <summary>Hessian trace by Hutchinson's estimator (HAWQ-V2). The default.</summary>
+    Trace,
+
+    /// <summary>Top Hessian eigenvalue by power iteration (HAWQ).</summary>
+    Eigenvalue,
+
+    /// <summary>Every tensor equally sensitive.</summary>
+    None,
+}
+
+/// <summary>The loss whose Hessian is measured.</summary>
+public enum LossKind
+{
+    /// <summary>Cross-entropy with labels, KL divergence to the float model's outputs without. The default.</summary>
+    Auto,
+
+    /// <summary>Mean cross-entropy against the labels.</summary>
+    CrossEntropy,
+
+    /// <summary>KL divergence from the float model's own softmax output (needs no labels).</summary>
+    Kl,
+
+    /// <summary>Mean squared error to the float model's outputs.</summary>
+    Mse,
+}
+
+/// <summary>Where the Hessian engine runs.</summary>
+public enum DeviceKind
+{
+    /// <summary>CUDA when TorchSharp reports it, otherwise CPU. The default.</summary>
+    Auto,
+
+    /// <summary>The CPU.</summary>
+    Cpu,
+
+    /// <summary>CUDA; an error when it is not available.</summary>
+    Cuda,
+}
+
+/// <summary>The Hessian sensitivity analysis.</summary>
+public sealed class SensitivityOptions
+{
+    /// <summary>Default: <see cref="SensitivityMethod.Trace"/>.</summary>
+    public SensitivityMethod Method { get; init; } = SensitivityMethod.Trace;
+
+    /// <summary>Default: <see cref="LossKind.Auto"/>.</summary>
+    public LossKind Loss { get; init; } = LossKind.Auto;
+
+    /// <summary>Calibration samples used. Default: 512.</summary>
+    public int Samples { get; init; } = 512;
+
+    /// <summary>Samples per batch. Default: 64.</summary>
+    public int BatchSize { get; init; } = 64;
+
+    /// <summary>Largest number of probes or power iterations. Default: 200.</summary>
+    public int MaxIterations { get; init; } = 200;
+
+    /// <summary>Relative change below which an estimate stops. Default: 0.01.</summary>
+    public double Tolerance { get; init; } = 0.01;
+
+    /// <summary>Seed of the random probes. Default: 0.</summary>
+    public long Seed { get; init; }
+
+    /// <summary>Default: <see cref="DeviceKind.Auto"/>.</summary>
+    public DeviceKind Device { get; init; } = DeviceKind.Auto;
+}
+
+/// <summary>The quantizer of a tensor.</summary>
+public enum QuantizationMethod
+{
+    /// <summary>Evenly spaced levels. The default.</summary>
+    Uniform,
+
+    /// <summary>Levels found by k-means.</summary>
+    Kmeans,
+
+    /// <summary>k-means weighted by the Hessian diagonal.</summary>
+    HessianKmeans,
+
+    /// <summary>Entropy-constrained scalar quantization.</summary>
+    Ecsq,
+}
+
+/// <summary>How many scales or codebooks a tensor has.</summary>
+public enum Granularity
+{
+    /// <summary>One per output channel. The default.</summary>
+    PerChannel,
+
+    /// <summary>One per tensor.</summary>
+    PerTensor,
+}
+
+/// <summary>Quantization and the size budget.</summary>
+public sealed class QuantizationOptions
+{
+    /// <summary>Default: <see cref="QuantizationMethod.Uniform"/>.</summary>
+    public QuantizationMethod Method { get; init; } = QuantizationMethod.Uniform;
+
+    /// <summary>Default: <see cref="Granularity.PerChannel"/>.</summary>
+    public Granularity Granularity { get; init; } = Granularity.PerChannel;
+
+    /// <summary>Candidate bit widths. Default: 2, 3, 4, 5, 6, 8.</summary>
+    public IReadOnlyList<int> Bits { get; init; } = [2, 3, 4, 5, 6, 8];
+
+    /// <summary>The size budget. Default: a compression ratio of 8.</summary>
+    public BudgetOptions Budget { get; init; } = new() { CompressionRatio = 8 };
+
+    /// <summary>Globs of tensors left in float32. Default: <c>*bias*</c>.</summary>
+    public IReadOnlyList<string> KeepFloat { get; init; } = ["*bias*"];
+
+    /// <summary>Fixed choices by tensor-name glob, first match wins. Default: none.</summary>
+    public IReadOnlyList<OverrideOptions> Overrides { get; init; } = [];
+}
+
+/// <summary>The size budget: exactly one of its three forms is set.</summary>
+public sealed class BudgetOptions
+{
+    /// <summary>Float32 weight bytes over compressed bytes, at least this.</summary>
+    public double? CompressionRatio { get; init; }
+
+    /// <summary>Compressed bytes of all weights, at most this.</summary>
+    public ByteSize? MaxSize { get; init; }
+
+    /// <summary>Average coded bits per weight, at most this.</summary>
+    public double? AverageBits { get; init; }
+}
+
+/// <summary>A fixed choice for the tensors a glob matches.</summary>
+public sealed class OverrideOptions
+{
+    /// <summary>Glob (<c>*</c>, <c>?</c>) of tensor names. Required.</summary>
+    public string Match { get; init; } = "";
+
+    /// <summary>Bit width for the matches. Default (null): the search chooses.</summary>
+    public int? Bits { get; init; }
+
+    /// <summary>Quantizer for the matches. Default (null): the policy's method.</summary>
+    public QuantizationMethod? Method { get; init; }
+}
+
+/// <summary>Magnitude pruning.</summary>
+public sealed class PruningOptions
+{
+    /// <summary>Fraction of weights set to zero. Default: 0 (off).</summary>
+    public double Sparsity { get; init; }
+}
+
+/// <summary>The entropy coder.</summary>
+public enum EntropyCoding
+{
+    /// <summary>Canonical Huffman code per tensor. The default.</summary>
+    Huffman,
+
+    /// <summary>Fixed-width symbols.</summary>
+    None,
+}
+
+/// <summary>Symbol coding.</summary>
+public sealed class EncodingOptions
+{
+    /// <summary>Default: <see cref="EntropyCoding.Huffman"/>.</summary>
+    public EntropyCoding Entropy { get; init; } = EntropyCoding.Huffman;
+}
+
+/// <summary>What the accuracy gate measures.</summary>
+public enum AccuracyMetric
+{
+    /// <summary>Top-1 accuracy against labels; agreement with the float model without labels. The default.</summary>
+    Top1,
+
+    /// <summary>Top-1 agreement with the float model.</summary>
+    Agreement,
+
+    /// <summary>Mean cosine similarity of outputs to the float model's, in percent.</summary>
+    Cosine,
+}
+
+/// <summary>The accuracy gate.</summary>
+public sealed class AccuracyOptions
+{
+    /// <summary>Default: <see cref="AccuracyMetric.Top1"/>.</summary>
+    public AccuracyMetric Metric { get; init; } = AccuracyMetric.Top1;
+
+    /// <summary>Largest allowed drop, in percentage points. Default: 0.5.</summary>
+    public double MaxDrop { get; init; } = 0.5;
+}

@@ -1,0 +1,199 @@
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using QuantTasks.Diagnostics;
+using TorchSharp;
+
+namespace QuantTasks.Engine.Native;
+
+/// <summary>
+/// Loads libtorch through TorchSharp on any Linux host, with no manual step.
+/// </summary>
+/// <remarks>
+/// TorchSharp 0.107's own glue library, <c>libLibTorchSharp.so</c>, is built with GCC 13 and needs the symbol
+/// version <c>GLIBCXX_3.4.32</c> for one symbol, <c>_ZSt21ios_base_library_initv</c>, which GCC 13's headers
+/// reference without calling. Hosts with an older libstdc++ (Debian 12, Ubuntu 22.04) refuse to load it. On
+/// such a host a copy of the library is made in a per-user cache with that symbol unversioned and that version
+/// marked weak, and TorchSharp is pointed at the copy; the NuGet cache is never touched. Hosts whose libstdc++
+/// has the version load the original.
+/// </remarks>
+public static class LibTorch
+{
+    /// <summary>Environment variable that overrides where the patched copy is kept.</summary>
+    public const string CacheVariable = "QUANTTASKS_NATIVE_CACHE";
+
+    internal const string GlueLibrary = "libLibTorchSharp.so";
+    internal const string MissingVersion = "GLIBCXX_3.4.32";
+    internal const string UnusedSymbol = "_ZSt21ios_base_library_initv";
+
+    private static readonly Lock s_gate = new();
+    private static string? s_how;
+
+    /// <summary>How libtorch was loaded (for <c>--verbose</c> output and bug reports); null before <see cref="EnsureLoaded"/>.</summary>
+    public static string? LoadedHow => s_how;
+
+    /// <summary>
+    /// Makes sure TorchSharp can call libtorch, patching its glue library first where the host needs it.
+    /// Safe to call any number of times from any thread.
+    /// </summary>
+    /// <exception cref="QuantException"><see cref="ErrorCode.TorchUnavailable"/>: libtorch cannot be loaded here, with the reason.</exception>
+    public static void EnsureLoaded()
+    {
+        lock (s_gate)
+        {
+            if (s_how is not null)
+            {
+                return;
+            }
+
+            var how = "TorchSharp's own loader";
+            try
+            {
+                if (OperatingSystem.IsLinux() && !HostLibStdCxxProvides(MissingVersion))
+                {
+                    how = LoadPatchedGlue();
+                }
+
+                // Any call initializes TorchSharp's native backend; a failure surfaces here, not mid-analysis.
+                using var probe = torch.zeros(1);
+            }
+            catch (QuantException)
+            {
+                throw;
+            }
+            catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or InvalidOperationException
+                                          or IOException or UnauthorizedAccessException or NotSupportedException)
+            {
+                throw new QuantException(ErrorCode.TorchUnavailable,
+                    $"libtorch (TorchSharp {typeof(torch).Assembly.GetName().Version}) cannot be loaded on this machine: {Innermost(e).Message} "
+                    + "The Hessian analysis needs it. Check that the TorchSharp-cpu package restored its native files next to dotnet-quant, "
+                    + "or set 'sensitivity.method: none' to quantize without the analysis.",
+                    innerException: e);
+            }
+
+            s_how = how;
+        }
+    }
+
+    /// <summary>Whether the libstdc++ this process uses defines <paramref name="version"/>.</summary>
+    internal static bool HostLibStdCxxProvides(string version)
+    {
+        var path = LoadedLibraryPath("libstdc++.so.6");
+        if (path is null)
+        {
+            // No libstdc++ at all: libtorch cannot load either way; let TorchSharp say so.
+            return true;
+        }
+
+        return ElfImage.Parse(File.ReadAllBytes(path)).DefinedVersions().Contains(version);
+    }
+
+    /// <summary>
+    /// Writes the patched glue library into the cache (once per original file, keyed by its hash) and returns it.
+    /// The copy is written under a temporary name and renamed, so concurrent processes never see half a file.
+    /// </summary>
+    internal static string PatchedCopy(string original, string cacheRoot)
+    {
+        var bytes = File.ReadAllBytes(original);
+        var key = Convert.ToHexStringLower(SHA256.HashData(bytes))[..16];
+        var folder = Path.Combine(cacheRoot, key);
+        var target = Path.Combine(folder, GlueLibrary);
+        if (File.Exists(target))
+        {
+            return target;
+        }
+
+        var image = ElfImage.Parse(bytes);
+        if (!image.MarkNeededVersionWeak(MissingVersion))
+        {
+            // A TorchSharp build that does not need the version: the original loads as it is.
+            return original;
+        }
+
+        image.ClearSymbolVersion(UnusedSymbol);
+        Directory.CreateDirectory(folder);
+        var temp = Path.Combine(folder, $"{GlueLibrary}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        File.WriteAllBytes(temp, image.Bytes);
+        File.Move(temp, target, overwrite: true);
+        return target;
+    }
+
+    /// <summary>The per-user folder for patched native libraries.</summary>
+    internal static string CacheRoot()
+    {
+        var overridden = Environment.GetEnvironmentVariable(CacheVariable);
+        if (!string.IsNullOrEmpty(overridden))
+        {
+            return overridden;
+        }
+
+        var xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
+        var root = !string.IsNullOrEmpty(xdg)
+            ? xdg
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
+        return Path.Combine(root, "quanttasks", "native");
+    }
+
+    /// <summary>Where the original glue library was restored next to the application, or null.</summary>
+    internal static string? FindOriginalGlue()
+    {
+        var rid = "linux-" + RuntimeInformation.ProcessArchitecture.ToString().ToLowerInvariant();
+        var folders = new[]
+        {
+            AppContext.BaseDirectory,
+            Path.GetDirectoryName(typeof(torch).Assembly.Location) ?? AppContext.BaseDirectory,
+        };
+        var searchPaths = (AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") as string ?? "")
+            .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries);
+        return folders.SelectMany(f => new[] { Path.Combine(f, "runtimes", rid, "native"), f })
+            .Concat(searchPaths)
+            .Select(f => Path.Combine(f, GlueLibrary))
+            .FirstOrDefault(File.Exists);
+    }
+
+    private static string LoadPatchedGlue()
+    {
+        var original = FindOriginalGlue() ?? throw new QuantException(ErrorCode.TorchUnavailable,
+            $"TorchSharp's native library {GlueLibrary} is not next to the application ({AppContext.BaseDirectory}). "
+            + "Restore and build again so that the TorchSharp-cpu package's native files are copied.");
+        var patched = PatchedCopy(original, CacheRoot());
+
+        // The copy's RUNPATH ($ORIGIN) no longer finds libtorch; load libtorch from the original folder first so
+        // that the copy's dependencies resolve to the already-loaded libraries by their sonames.
+        NativeLibrary.Load(Path.Combine(Path.GetDirectoryName(original)!, "libtorch.so"));
+        var handle = NativeLibrary.Load(patched);
+        NativeLibrary.SetDllImportResolver(typeof(torch).Assembly, (name, _, _) =>
+            name.Contains("LibTorchSharp", StringComparison.Ordinal) ? handle : IntPtr.Zero);
+        return patched == original ? $"original {original}" : $"patched copy {patched} of {original}";
+    }
+
+    private static string? LoadedLibraryPath(string soname)
+    {
+        if (!NativeLibrary.TryLoad(soname, out _))
+        {
+            return null;
+        }
+
+        // The dynamic loader knows which file it mapped; /proc/self/maps lists it.
+        foreach (var line in File.ReadLines("/proc/self/maps"))
+        {
+            // The mapped file may be the soname itself or the versioned file it links to (libstdc++.so.6.0.30).
+            var slash = line.IndexOf('/', StringComparison.Ordinal);
+            if (slash >= 0 && Path.GetFileName(line[slash..]).StartsWith(soname, StringComparison.Ordinal))
+            {
+                return line[slash..];
+            }
+        }
+
+        return null;
+    }
+
+    private static Exception Innermost(Exception e)
+    {
+        while (e.InnerException is not null)
+        {
+            e = e.InnerException;
+        }
+
+        return e;
+    }
+}

@@ -1,0 +1,241 @@
+using QuantTasks.Diagnostics;
+using QuantTasks.Policy;
+using QuantTasks.Tests;
+
+namespace QuantTasks.Core.Tests.Policy;
+
+public sealed class PolicyLoaderTests : IDisposable
+{
+    private const string Valid = """
+        version: 1
+        models:
+          - path: models/lenet5.onnx
+            name: Digits
+        data:
+          calibration: data/calib.npz
+          evaluation: data/test.npz
+        quantization:
+          method: hessian-kmeans
+          bits: [2, 4, 8]
+          budget:
+            max_size: 16KiB
+          overrides:
+            - match: "conv1.*"
+              bits: 8
+        accuracy:
+          max_drop: 1
+        """;
+
+    private readonly TempFolder _folder = new();
+
+    public PolicyLoaderTests()
+    {
+        Directory.CreateDirectory(_folder.File("models"));
+        Directory.CreateDirectory(_folder.File("data"));
+        _folder.Copy(Fixtures.Model("lenet5.onnx"), "models/lenet5.onnx");
+        _folder.Copy(Fixtures.Data("digits-calibration.npz"), "data/calib.npz");
+        _folder.Copy(Fixtures.Data("digits-test.npz"), "data/test.npz");
+    }
+
+    public void Dispose() => _folder.Dispose();
+
+    [Fact]
+    public void A_valid_policy_binds_with_defaults_for_what_it_leaves_out()
+    {
+        var loaded = Load(Valid);
+        var policy = loaded.Policy;
+
+        Assert.Equal("Digits", policy.Models[0].Name);
+        Assert.Equal(_folder.File("models/lenet5.onnx"), loaded.Resolve(policy.Models[0].Path));
+        Assert.Equal(QuantizationMethod.HessianKmeans, policy.Quantization.Method);
+        Assert.Equal([2, 4, 8], policy.Quantization.Bits);
+        Assert.Equal(16 * 1024, policy.Quantization.Budget.MaxSize!.Value.Bytes);
+        Assert.Null(policy.Quantization.Budget.CompressionRatio);
+        Assert.Equal(8, policy.Quantization.Overrides[0].Bits);
+        Assert.Equal(1.0, policy.Accuracy.MaxDrop);
+        // Left out, so defaults:
+        Assert.Equal(SensitivityMethod.Trace, policy.Sensitivity.Method);
+        Assert.Equal(512, policy.Sensitivity.Samples);
+        Assert.Equal(Granularity.PerChannel, policy.Quantization.Granularity);
+        Assert.Equal(["*bias*"], policy.Quantization.KeepFloat);
+        Assert.Equal(EntropyCoding.Huffman, policy.Encoding.Entropy);
+        Assert.Equal(AccuracyMetric.Top1, policy.Accuracy.Metric);
+    }
+
+    [Fact]
+    public void A_misspelt_key_is_QT1102_at_its_line_and_column_with_a_suggestion()
+    {
+        var error = Fails(Valid.Replace("  bits: [2, 4, 8]", "  bitz: [2, 4, 8]", StringComparison.Ordinal));
+
+        Assert.Equal(ErrorCode.PolicyUnknownKey, error.Code);
+        Assert.Equal((10, 3), (error.Location!.Line, error.Location.Column));
+        Assert.Contains("'bitz'", error.Message, StringComparison.Ordinal);
+        Assert.Contains("Did you mean 'bits'?", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_tab_indent_is_QT1101_at_the_tab()
+    {
+        var error = Fails(Valid.Replace("    name: Digits", "\tname: Digits", StringComparison.Ordinal));
+
+        Assert.Equal(ErrorCode.PolicySyntax, error.Code);
+        Assert.Equal((4, 1), (error.Location!.Line, error.Location.Column));
+        Assert.Contains("tab", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_list_where_a_map_belongs_is_QT1103()
+    {
+        var error = Fails("""
+            version: 1
+            models:
+              - path: models/lenet5.onnx
+            data:
+              - data/calib.npz
+            """);
+
+        Assert.Equal(ErrorCode.PolicyWrongType, error.Code);
+        Assert.Equal((5, 3), (error.Location!.Line, error.Location.Column));
+        Assert.Contains("data must be a map", error.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("compression_ratio: -4")]
+    [InlineData("average_bits: -1")]
+    [InlineData("max_size: -100")]
+    [InlineData("max_size: 12 furlongs")]
+    public void A_negative_or_malformed_budget_is_QT1104(string budget)
+    {
+        var error = Fails(Valid.Replace("max_size: 16KiB", budget, StringComparison.Ordinal));
+
+        Assert.Equal(ErrorCode.PolicyInvalidValue, error.Code);
+        Assert.Equal(12, error.Location!.Line);
+    }
+
+    [Theory]
+    [InlineData("budget: {}", "names no budget")]
+    [InlineData("budget: {compression_ratio: 8, average_bits: 4}", "names 2 budgets")]
+    public void A_budget_with_zero_or_two_forms_is_QT1105(string budget, string expected)
+    {
+        var error = Fails(Valid.Replace("budget:\n    max_size: 16KiB", budget, StringComparison.Ordinal));
+
+        Assert.Equal(ErrorCode.PolicyBudget, error.Code);
+        Assert.Contains(expected, error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_missing_model_file_is_QT1106_at_the_path()
+    {
+        var error = Fails(Valid.Replace("models/lenet5.onnx", "models/resnet.onnx", StringComparison.Ordinal));
+
+        Assert.Equal(ErrorCode.PolicyMissingFile, error.Code);
+        Assert.Equal((3, 11), (error.Location!.Line, error.Location.Column));
+        Assert.Contains("models/resnet.onnx", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_missing_required_key_is_QT1107()
+    {
+        var error = Fails("version: 1\n");
+
+        Assert.Equal(ErrorCode.PolicyMissingKey, error.Code);
+        Assert.Contains("'models'", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Trace_without_calibration_data_is_QT1107()
+    {
+        var error = Fails("version: 1\nmodels:\n  - path: models/lenet5.onnx\n");
+
+        Assert.Equal(ErrorCode.PolicyMissingKey, error.Code);
+        Assert.Contains("data.calibration", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void An_unknown_enum_value_is_QT1104_and_lists_the_allowed_ones()
+    {
+        var error = Fails(Valid.Replace("hessian-kmeans", "hessian_kmeans", StringComparison.Ordinal));
+
+        Assert.Equal(ErrorCode.PolicyInvalidValue, error.Code);
+        Assert.Equal((9, 11), (error.Location!.Line, error.Location.Column));
+        Assert.Contains("\"uniform\", \"kmeans\", \"hessian-kmeans\", \"ecsq\"", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Every_problem_is_reported_in_file_order()
+    {
+        var error = Fails(Valid
+            .Replace("name: Digits", "nmae: Digits", StringComparison.Ordinal)
+            .Replace("max_drop: 1", "max_drop: 200", StringComparison.Ordinal));
+
+        Assert.Equal([ErrorCode.PolicyUnknownKey, ErrorCode.PolicyInvalidValue], error.All.Select(e => e.Code));
+        Assert.Equal([4, 17], error.All.Select(e => e.Location!.Line));
+    }
+
+    [Fact]
+    public void Duplicate_keys_are_QT1101()
+    {
+        var error = Fails("version: 1\nversion: 1\nmodels:\n  - path: models/lenet5.onnx\n");
+
+        Assert.Equal(ErrorCode.PolicySyntax, error.Code);
+        Assert.Equal(2, error.Location!.Line);
+    }
+
+    [Fact]
+    public void An_empty_key_counts_as_not_given()
+    {
+        var loaded = Load("version: 1\nmodels:\n  - path: models/lenet5.onnx\ndata:\nsensitivity:\n  method: none\n");
+
+        Assert.Null(loaded.Policy.Data.Calibration);
+    }
+
+    [Fact]
+    public void Two_models_that_would_generate_the_same_class_are_QT1104()
+    {
+        var error = Fails("""
+            version: 1
+            models:
+              - path: models/lenet5.onnx
+              - path: models/lenet5.onnx
+            sensitivity:
+              method: none
+            """);
+
+        Assert.Equal(ErrorCode.PolicyInvalidValue, error.Code);
+        Assert.Contains("Lenet5Model", error.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("digits.onnx", "Digits")]
+    [InlineData("mnist-lenet_5.onnx", "MnistLenet5")]
+    [InlineData("3d-unet.onnx", "Model3dUnet")]
+    public void Class_names_come_from_file_names(string file, string name) =>
+        Assert.Equal(name, PolicyLoader.ModelName(new ModelOptions { Path = file }));
+
+    [Theory]
+    [InlineData("65536", 65536)]
+    [InlineData("64KB", 64000)]
+    [InlineData("64 KiB", 65536)]
+    [InlineData("1.5MB", 1500000)]
+    [InlineData("2GiB", 2147483648)]
+    public void Sizes_parse_with_decimal_and_binary_units(string text, long bytes)
+    {
+        Assert.True(ByteSize.TryParse(text, out var size));
+        Assert.Equal(bytes, size.Bytes);
+    }
+
+    private LoadedPolicy Load(string yaml)
+    {
+        var path = _folder.File("quant.yaml");
+        File.WriteAllText(path, yaml);
+        return PolicyLoader.Load(path);
+    }
+
+    private QuantException Fails(string yaml)
+    {
+        var error = Assert.Throws<QuantException>(() => Load(yaml));
+        Assert.Equal(_folder.File("quant.yaml"), error.Location!.File);
+        Assert.Equal(ExitCode.BadInput, error.ExitCode);
+        return error;
+    }
+}
