@@ -26,6 +26,9 @@ internal static class QuantApp
         root.Add(InitCommand.Create(console));
         root.Add(ValidateCommand.Create(console));
         root.Add(InspectCommand.Create(console));
+        root.Add(QuantizeCommand.Create(console));
+        root.Add(DecodeCommand.Create(console));
+        root.Add(EvalCommand.Create(console));
 
         var parse = root.Parse(args);
         console.Verbose = parse.GetValue(verbose);

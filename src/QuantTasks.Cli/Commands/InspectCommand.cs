@@ -11,7 +11,7 @@ internal static class InspectCommand
 {
     public static Command Create(CommandConsole console)
     {
-        var path = new Argument<string>("PATH") { Description = "An ONNX model (.onnx)." };
+        var path = new Argument<string>("PATH") { Description = "An ONNX model (.onnx) or a QuantTasks blob (.qtblob)." };
         var json = new Option<bool>("--json") { Description = "Write the contract's JSON to standard output instead of a table." };
         var command = new Command("inspect", "List a model's quantizable weight tensors (name, shape, parameters, bytes, consuming op), its opset and inputs.")
         {
@@ -20,7 +20,10 @@ internal static class InspectCommand
         };
         command.SetAction(parse =>
         {
-            var inspection = ModelInspection.Of(OnnxModel.Load(parse.GetRequiredValue(path)));
+            var file = parse.GetRequiredValue(path);
+            var inspection = BlobFiles.IsBlob(file)
+                ? ModelInspection.Of(BlobFiles.Read(file), file)
+                : ModelInspection.Of(OnnxModel.Load(file));
             if (parse.GetValue(json))
             {
                 console.WriteJson(inspection);
@@ -50,22 +53,44 @@ internal static class InspectCommand
             .AddColumn(new TableColumn("Params").RightAligned())
             .AddColumn(new TableColumn("Bytes").RightAligned())
             .AddColumn("Op");
+        var blob = inspection.Format == "blob";
+        if (blob)
+        {
+            table.AddColumn(new TableColumn("Bits").RightAligned()).AddColumn("Method").AddColumn("Coder");
+        }
+
         foreach (var tensor in inspection.Tensors)
         {
-            table.AddRow(
+            var cells = new List<string>
+            {
                 Markup.Escape(tensor.Name),
                 string.Join(" x ", tensor.Shape),
                 tensor.Params.ToString("N0", CultureInfo.InvariantCulture),
                 tensor.Bytes.ToString("N0", CultureInfo.InvariantCulture),
-                tensor.Op);
+                tensor.Op,
+            };
+            if (blob)
+            {
+                cells.AddRange([tensor.Bits?.ToString(CultureInfo.InvariantCulture) ?? "", tensor.Method ?? "", tensor.Coder ?? ""]);
+            }
+
+            table.AddRow(cells.ToArray());
         }
 
-        table.AddRow(
+        var totals = new List<Spectre.Console.Rendering.IRenderable>
+        {
             new Markup($"[bold]{inspection.Tensors.Count} tensors[/]"),
             Text.Empty,
             new Markup($"[bold]{inspection.Tensors.Sum(t => t.Params).ToString("N0", CultureInfo.InvariantCulture)}[/]"),
             new Markup($"[bold]{inspection.Tensors.Sum(t => t.Bytes).ToString("N0", CultureInfo.InvariantCulture)}[/]"),
-            Text.Empty);
+            Text.Empty,
+        };
+        if (blob)
+        {
+            totals.AddRange([Text.Empty, Text.Empty, Text.Empty]);
+        }
+
+        table.AddRow(totals);
         output.Write(table);
     }
 }

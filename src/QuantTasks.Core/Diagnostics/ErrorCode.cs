@@ -76,6 +76,9 @@ public enum ErrorCode
     /// <summary>A data array's layout is not supported (Fortran order, big-endian).</summary>
     DataUnsupportedLayout = 1305,
 
+    /// <summary>A file given as a blob is not a valid QuantTasks blob: corrupt, truncated or of a newer format.</summary>
+    BlobInvalid = 1501,
+
     /// <summary>libtorch, the Hessian engine's native library, cannot be loaded on this machine.</summary>
     TorchUnavailable = 1401,
 

@@ -38,6 +38,10 @@ public sealed class OnnxModel
     public long Opset =>
         Proto.OpsetImport.FirstOrDefault(o => string.IsNullOrEmpty(o.Domain) || o.Domain == "ai.onnx")?.Version ?? 0;
 
+    /// <summary>The external data files the model's tensors were read from, relative to its folder, sorted.</summary>
+    public IReadOnlyList<string> ExternalDataLocations =>
+        _externalLocations.Values.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray();
+
     /// <summary>Whether the tensor's data was read from an external data file.</summary>
     public bool CameFromExternalData(TensorProto tensor) => _externalLocations.ContainsKey(tensor);
 

@@ -28,7 +28,8 @@ public static class PolicyLoader
     /// <summary>The name <c>dotnet quant</c> and the build look for when no policy is named.</summary>
     public const string DefaultFileName = "quant.yaml";
 
-    internal static readonly JsonSerializerOptions BindingOptions = new()
+    /// <summary>How policy keys map to the options: snake_case keys, kebab-case enum values, no unknown members.</summary>
+    public static JsonSerializerOptions BindingOptions { get; } = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower, allowIntegerValues: false) },

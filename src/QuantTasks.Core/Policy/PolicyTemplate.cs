@@ -46,6 +46,7 @@ public static class PolicyTemplate
         Line("quantization:");
         Line("  method: uniform                    # uniform | kmeans | hessian-kmeans | ecsq");
         Line("  granularity: per-channel           # per-channel | per-tensor");
+        Line("  scheme: asymmetric                 # asymmetric | symmetric (uniform levels centred on zero)");
         Line("  bits: [2, 3, 4, 5, 6, 8]           # candidates per tensor");
         Line("  budget:                            # exactly one of:");
         Line("    compression_ratio: 8             #   float32 weight bytes / compressed bytes");

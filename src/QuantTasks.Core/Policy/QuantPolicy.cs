@@ -154,6 +154,16 @@ public enum Granularity
     PerTensor,
 }
 
+/// <summary>How uniform quantization places its levels.</summary>
+public enum UniformScheme
+{
+    /// <summary>Over each channel's own [min, max]. The default.</summary>
+    Asymmetric,
+
+    /// <summary>Centred on zero over [-max|w|, max|w|]; zero is a level.</summary>
+    Symmetric,
+}
+
 /// <summary>Quantization and the size budget.</summary>
 public sealed class QuantizationOptions
 {
@@ -162,6 +172,9 @@ public sealed class QuantizationOptions
 
     /// <summary>Default: <see cref="Granularity.PerChannel"/>.</summary>
     public Granularity Granularity { get; init; } = Granularity.PerChannel;
+
+    /// <summary>Uniform levels. Default: <see cref="UniformScheme.Asymmetric"/>.</summary>
+    public UniformScheme Scheme { get; init; } = UniformScheme.Asymmetric;
 
     /// <summary>Candidate bit widths. Default: 2, 3, 4, 5, 6, 8.</summary>
     public IReadOnlyList<int> Bits { get; init; } = [2, 3, 4, 5, 6, 8];

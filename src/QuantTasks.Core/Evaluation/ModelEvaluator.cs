@@ -1,0 +1,189 @@
+using Microsoft.ML.OnnxRuntime;
+using QuantTasks.Data;
+using QuantTasks.Diagnostics;
+
+namespace QuantTasks.Evaluation;
+
+/// <summary>A model's outputs for every sample of a data file, from ONNX Runtime.</summary>
+/// <param name="Outputs">Samples x classes, row-major.</param>
+/// <param name="Samples">Number of samples.</param>
+/// <param name="Classes">Values per sample.</param>
+public sealed record ModelOutputs(float[] Outputs, int Samples, int Classes)
+{
+    /// <summary>The index of the largest output of each sample.</summary>
+    public int[] ArgMax()
+    {
+        var result = new int[Samples];
+        for (var s = 0; s < Samples; s++)
+        {
+            var row = Outputs.AsSpan(s * Classes, Classes);
+            var best = 0;
+            for (var k = 1; k < row.Length; k++)
+            {
+                if (row[k] > row[best])
+                {
+                    best = k;
+                }
+            }
+
+            result[s] = best;
+        }
+
+        return result;
+    }
+}
+
+/// <summary>
+/// Runs ONNX models on data files with ONNX Runtime and scores them: top-1 accuracy against labels, top-1
+/// agreement with another model, or the mean cosine similarity of outputs. Scores are percentages.
+/// </summary>
+public static class ModelEvaluator
+{
+    private const int BatchSize = 256;
+
+    /// <summary>Runs the model (ONNX bytes) on every sample and returns the chosen output.</summary>
+    /// <param name="model">The model, serialized.</param>
+    /// <param name="data">Samples, with arrays named after the model's inputs (or <c>input</c>).</param>
+    /// <param name="outputName">The output to read, or null for the first.</param>
+    /// <param name="modelPath">The model's path, for error messages.</param>
+    public static ModelOutputs Run(byte[] model, DataFile data, string? outputName, string modelPath)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        using var session = new InferenceSession(model, options);
+        var inputNames = session.InputNames;
+        var output = outputName ?? session.OutputNames[0];
+        if (!session.OutputNames.Contains(output))
+        {
+            throw new QuantException(ErrorCode.PolicyInvalidValue,
+                $"Model '{modelPath}' has no output '{output}'; its outputs are {string.Join(", ", session.OutputNames)}.",
+                new SourceLocation(modelPath));
+        }
+
+        var arrays = inputNames.Select(name => InputArray(data, name, inputNames.Count)).ToArray();
+        var samples = (int)arrays[0].Rows;
+        foreach (var (array, name) in arrays.Zip(inputNames))
+        {
+            if (array.Rows != samples)
+            {
+                throw new QuantException(ErrorCode.DataMissingArray,
+                    $"Array '{array.Name}' of '{data.Path}' has {array.Rows} samples but '{arrays[0].Name}' has {samples}; every input needs the same number.",
+                    new SourceLocation(data.Path));
+            }
+
+            CheckShape(session.InputMetadata[name], array, data.Path, name);
+        }
+
+        var results = new List<float>();
+        var classes = 0;
+        using var runOptions = new RunOptions();
+        for (var start = 0; start < samples; start += BatchSize)
+        {
+            var count = Math.Min(BatchSize, samples - start);
+            var values = new List<OrtValue>();
+            try
+            {
+                foreach (var array in arrays)
+                {
+                    var perSample = (int)(array.Length / array.Rows);
+                    var shape = array.Shape.ToArray();
+                    shape[0] = count;
+                    values.Add(OrtValue.CreateTensorValueFromMemory(array.Floats!.AsSpan(start * perSample, count * perSample).ToArray(), shape));
+                }
+
+                using var outputs = session.Run(runOptions, inputNames, values, [output]);
+                var span = outputs[0].GetTensorDataAsSpan<float>();
+                classes = span.Length / count;
+                foreach (var v in span)
+                {
+                    results.Add(v);
+                }
+            }
+            finally
+            {
+                foreach (var value in values)
+                {
+                    value.Dispose();
+                }
+            }
+        }
+
+        return new ModelOutputs(results.ToArray(), samples, classes);
+    }
+
+    /// <summary>Percentage of samples whose largest output is the label.</summary>
+    public static double Top1(ModelOutputs outputs, long[] labels)
+    {
+        ArgumentNullException.ThrowIfNull(outputs);
+        ArgumentNullException.ThrowIfNull(labels);
+        var predicted = outputs.ArgMax();
+        return 100.0 * predicted.Where((p, i) => p == labels[i]).Count() / outputs.Samples;
+    }
+
+    /// <summary>Percentage of samples on which two models pick the same class.</summary>
+    public static double Agreement(ModelOutputs reference, ModelOutputs other)
+    {
+        ArgumentNullException.ThrowIfNull(reference);
+        ArgumentNullException.ThrowIfNull(other);
+        var a = reference.ArgMax();
+        var b = other.ArgMax();
+        return 100.0 * a.Where((p, i) => p == b[i]).Count() / reference.Samples;
+    }
+
+    /// <summary>Mean cosine similarity of each sample's outputs, in percent.</summary>
+    public static double Cosine(ModelOutputs reference, ModelOutputs other)
+    {
+        ArgumentNullException.ThrowIfNull(reference);
+        ArgumentNullException.ThrowIfNull(other);
+        double total = 0;
+        for (var s = 0; s < reference.Samples; s++)
+        {
+            var x = reference.Outputs.AsSpan(s * reference.Classes, reference.Classes);
+            var y = other.Outputs.AsSpan(s * other.Classes, other.Classes);
+            double dot = 0, nx = 0, ny = 0;
+            for (var k = 0; k < x.Length; k++)
+            {
+                dot += (double)x[k] * y[k];
+                nx += (double)x[k] * x[k];
+                ny += (double)y[k] * y[k];
+            }
+
+            total += nx == 0 || ny == 0 ? (nx == ny ? 1 : 0) : dot / Math.Sqrt(nx * ny);
+        }
+
+        return 100.0 * total / reference.Samples;
+    }
+
+    /// <summary>The array that feeds a graph input: the one named after it, or <c>input</c> for a one-input model.</summary>
+    public static NpyArray InputArray(DataFile data, string inputName, int inputCount)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        var name = data.Contains(inputName) || inputCount > 1 ? inputName : "input";
+        var array = data.Get(name);
+        if (array.Floats is null)
+        {
+            throw new QuantException(ErrorCode.DataWrongType,
+                $"Array '{name}' of '{data.Path}' feeds model input '{inputName}' and must be float32; it is {array.DType}.",
+                new SourceLocation(data.Path));
+        }
+
+        if (array.Shape.Count == 0 || array.Rows == 0)
+        {
+            throw new QuantException(ErrorCode.DataMissingArray,
+                $"Array '{name}' of '{data.Path}' holds no samples.", new SourceLocation(data.Path));
+        }
+
+        return array;
+    }
+
+    private static void CheckShape(NodeMetadata metadata, NpyArray array, string dataPath, string input)
+    {
+        var expected = metadata.Dimensions;
+        if (expected.Length != array.Shape.Count || expected.Skip(1).Zip(array.Shape.Skip(1)).Any(p => p.First > 0 && p.First != p.Second))
+        {
+            throw new QuantException(ErrorCode.DataWrongType,
+                $"Array '{array.Name}' of '{dataPath}' has shape ({string.Join(", ", array.Shape)}) but model input '{input}' takes ({string.Join(", ", expected.Select(d => d < 0 ? "N" : d.ToString(System.Globalization.CultureInfo.InvariantCulture)))}).",
+                new SourceLocation(dataPath));
+        }
+    }
+}

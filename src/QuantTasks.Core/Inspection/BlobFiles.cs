@@ -1,0 +1,56 @@
+using QuantTasks.Diagnostics;
+using QuantTasks.Runtime;
+
+namespace QuantTasks.Inspection;
+
+/// <summary>Telling blobs from ONNX files, and reading blobs with errors in the command line's terms.</summary>
+public static class BlobFiles
+{
+    /// <summary>Whether the file starts with the blob magic.</summary>
+    public static bool IsBlob(string path)
+    {
+        if (!File.Exists(path))
+        {
+            return false;
+        }
+
+        using var stream = File.OpenRead(path);
+        Span<byte> magic = stackalloc byte[6];
+        return stream.Read(magic) == 6 && magic.SequenceEqual("QTBLOB"u8);
+    }
+
+    /// <summary>Reads and verifies a blob file.</summary>
+    /// <exception cref="QuantException"><see cref="ErrorCode.FileNotFound"/> or <see cref="ErrorCode.BlobInvalid"/>, with the reason.</exception>
+    public static QuantBlob Read(string path)
+    {
+        if (!File.Exists(path))
+        {
+            throw new QuantException(ErrorCode.FileNotFound, $"Blob '{path}' does not exist.", new SourceLocation(path));
+        }
+
+        try
+        {
+            using var stream = File.OpenRead(path);
+            return QuantBlob.Read(stream);
+        }
+        catch (QuantBlobException e)
+        {
+            throw new QuantException(ErrorCode.BlobInvalid, $"'{path}' is not a usable QuantTasks blob: {e.Message}", new SourceLocation(path), e);
+        }
+    }
+
+    /// <summary>The blob's model with decoded float weights, as ONNX bytes.</summary>
+    /// <exception cref="QuantException"><see cref="ErrorCode.BlobInvalid"/> when a coded stream is corrupt.</exception>
+    public static byte[] Decode(QuantBlob blob, string path)
+    {
+        ArgumentNullException.ThrowIfNull(blob);
+        try
+        {
+            return blob.DecodeOnnxModel();
+        }
+        catch (QuantBlobException e)
+        {
+            throw new QuantException(ErrorCode.BlobInvalid, $"'{path}' is not a usable QuantTasks blob: {e.Message}", new SourceLocation(path), e);
+        }
+    }
+}

@@ -1,0 +1,101 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace QuantTasks.Reporting;
+
+/// <summary>One tensor's line in the report.</summary>
+/// <param name="Name">Weight name.</param>
+/// <param name="Params">Elements.</param>
+/// <param name="Bits">Bits per symbol, or 32 when kept in float.</param>
+/// <param name="Method">uniform, kmeans, hessian-kmeans, ecsq, or float.</param>
+/// <param name="Sparsity">Fraction pruned to zero.</param>
+/// <param name="Sensitivity">What the bit search used.</param>
+/// <param name="Bytes">Bytes in the blob.</param>
+public sealed record TensorReport(string Name, long Params, int Bits, string Method, double Sparsity, double Sensitivity, long Bytes);
+
+/// <summary>The accuracy gate's figures (percentages, drop in percentage points).</summary>
+/// <param name="Metric">top1, agreement or cosine.</param>
+/// <param name="Baseline">The float model.</param>
+/// <param name="Quantized">The decoded quantized model.</param>
+/// <param name="Drop">Baseline minus quantized.</param>
+/// <param name="MaxDrop">The policy's limit.</param>
+/// <param name="Passed">Whether the drop is within the limit.</param>
+/// <param name="Samples">Evaluation samples.</param>
+public sealed record AccuracyReport(string Metric, double Baseline, double Quantized, double Drop, double MaxDrop, bool Passed, int Samples);
+
+/// <summary>One model's result, as <c>report.json</c> lists it (the product contract's keys).</summary>
+/// <param name="Name">The model's name (class name without "Model").</param>
+/// <param name="Source">The ONNX file.</param>
+/// <param name="Blob">The blob written.</param>
+/// <param name="OriginalBytes">Float32 bytes of the weights.</param>
+/// <param name="CompressedBytes">Blob payload bytes (codebooks and tables included).</param>
+/// <param name="CompressionRatio">OriginalBytes / CompressedBytes.</param>
+/// <param name="AverageBits">Coded bits per weight.</param>
+/// <param name="Seconds">Wall time of this model's pipeline.</param>
+/// <param name="CacheHit">Whether the result came from the cache.</param>
+/// <param name="Accuracy">The gate's figures, when evaluation data is given.</param>
+/// <param name="Tensors">Per tensor.</param>
+/// <param name="ContentHash">Hex SHA-256 of the inputs.</param>
+public sealed record ModelReport(
+    string Name,
+    string Source,
+    string Blob,
+    long OriginalBytes,
+    long CompressedBytes,
+    double CompressionRatio,
+    double AverageBits,
+    double Seconds,
+    bool CacheHit,
+    AccuracyReport? Accuracy,
+    IReadOnlyList<TensorReport> Tensors,
+    string ContentHash);
+
+/// <summary><c>report.json</c> and <c>report.md</c>.</summary>
+/// <param name="Models">Every model of the policy.</param>
+public sealed record QuantizationReport(IReadOnlyList<ModelReport> Models)
+{
+    /// <summary>snake_case, indented; nulls left out.</summary>
+    public static JsonSerializerOptions JsonOptions { get; } = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        WriteIndented = true,
+    };
+
+    /// <summary>The report as JSON.</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+
+    /// <summary>The report as Markdown, for people and CI job summaries.</summary>
+    public string ToMarkdown()
+    {
+        var text = new StringBuilder();
+        void Line(string line = "") => text.Append(line).Append('\n');
+        Line("# QuantTasks report");
+        foreach (var model in Models)
+        {
+            Line();
+            Line($"## {model.Name}");
+            Line();
+            Line(Invariant($"`{model.Source}`: {model.OriginalBytes:N0} bytes of float32 weights in {model.CompressedBytes:N0} bytes, **{model.CompressionRatio:0.0}x** ({model.AverageBits:0.00} bits per weight){(model.CacheHit ? ", from the cache" : "")}."));
+            if (model.Accuracy is { } a)
+            {
+                Line();
+                Line(Invariant($"Accuracy ({a.Metric}, {a.Samples} samples): float {a.Baseline:0.00}%, quantized {a.Quantized:0.00}%, drop {a.Drop:0.00} pp (limit {a.MaxDrop:0.00} pp): **{(a.Passed ? "passed" : "FAILED")}**."));
+            }
+
+            Line();
+            Line("| tensor | params | bits | method | sparsity | sensitivity | bytes |");
+            Line("|---|---:|---:|---|---:|---:|---:|");
+            foreach (var t in model.Tensors)
+            {
+                Line(Invariant($"| `{t.Name}` | {t.Params:N0} | {t.Bits} | {t.Method} | {t.Sparsity:0.00} | {t.Sensitivity:G4} | {t.Bytes:N0} |"));
+            }
+        }
+
+        return text.ToString();
+    }
+
+    private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
+}

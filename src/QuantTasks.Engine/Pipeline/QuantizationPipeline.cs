@@ -1,0 +1,227 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using QuantTasks.Blob;
+using QuantTasks.Caching;
+using QuantTasks.CodeGeneration;
+using QuantTasks.Data;
+using QuantTasks.Diagnostics;
+using QuantTasks.Evaluation;
+using QuantTasks.Onnx;
+using QuantTasks.Policy;
+using QuantTasks.Quantization;
+using QuantTasks.Reporting;
+using QuantTasks.Runtime;
+using QuantTasks.Search;
+using QuantTasks.Weights;
+
+namespace QuantTasks.Engine.Pipeline;
+
+/// <summary>A stage starting, for progress display.</summary>
+/// <param name="Model">The model's name.</param>
+/// <param name="Stage">What is starting: load, quantize, encode, evaluate, generate.</param>
+/// <param name="Fraction">How far the model's pipeline is, 0 to 1.</param>
+public sealed record PipelineProgress(string Model, string Stage, double Fraction);
+
+/// <summary>Where the pipeline writes, and what it names the generated code after.</summary>
+/// <param name="OutputDirectory">Blob, generated C#, report.json and report.md go here.</param>
+/// <param name="RootNamespace">The consuming project's root namespace; generated classes go in <c>{root}.Models</c> unless the policy names a namespace.</param>
+public sealed record PipelineOptions(string OutputDirectory, string RootNamespace);
+
+/// <summary>What a run produced: every model's artifacts, the report, and the accuracy gate's verdicts.</summary>
+/// <param name="Models">Per model.</param>
+/// <param name="Report">The report written to report.json and report.md.</param>
+/// <param name="GateFailures">One error per model that lost more accuracy than allowed; empty when all passed.</param>
+public sealed record PipelineResult(IReadOnlyList<ModelArtifacts> Models, QuantizationReport Report, IReadOnlyList<QuantException> GateFailures)
+{
+    /// <summary>Throws the gate's errors (exit code 2), if any.</summary>
+    public void ThrowIfGateFailed()
+    {
+        if (GateFailures.Count > 0)
+        {
+            throw QuantException.Combine(GateFailures);
+        }
+    }
+}
+
+/// <summary>What the pipeline wrote for one model.</summary>
+/// <param name="Report">The model's report entry.</param>
+/// <param name="BlobPath">The blob file.</param>
+/// <param name="CodePath">The generated C# file.</param>
+public sealed record ModelArtifacts(ModelReport Report, string BlobPath, string CodePath);
+
+/// <summary>
+/// The whole job for a policy, one model at a time: load the model and its weight catalog, choose bits per
+/// tensor, quantize, encode the blob, evaluate the decoded blob against the float model, generate the loader,
+/// report. Each stage hands a plain value to the next; the accuracy gate is applied after everything is written
+/// so that CI can publish the report of a failed build.
+/// </summary>
+public sealed class QuantizationPipeline
+{
+    /// <summary>The tool version stamped into blobs, generated code and content hashes.</summary>
+    public static readonly string ToolVersion =
+        typeof(QuantizationPipeline).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+
+    private readonly IProgress<PipelineProgress>? _progress;
+
+    /// <summary>Creates the pipeline; <paramref name="progress"/> hears of each stage.</summary>
+    public QuantizationPipeline(IProgress<PipelineProgress>? progress = null)
+    {
+        _progress = progress;
+    }
+
+    /// <summary>
+    /// Runs every model of the policy and writes the outputs. The accuracy gate's verdict is in the result; call
+    /// <see cref="PipelineResult.ThrowIfGateFailed"/> after publishing the report.
+    /// </summary>
+    public PipelineResult Run(LoadedPolicy loaded, PipelineOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(loaded);
+        ArgumentNullException.ThrowIfNull(options);
+        Directory.CreateDirectory(options.OutputDirectory);
+        var artifacts = loaded.Policy.Models.Select(m => RunModel(loaded, m, options)).ToArray();
+        var report = new QuantizationReport(artifacts.Select(a => a.Report).ToArray());
+        AtomicFile.WriteAllText(Path.Combine(options.OutputDirectory, "report.json"), report.ToJson());
+        AtomicFile.WriteAllText(Path.Combine(options.OutputDirectory, "report.md"), report.ToMarkdown());
+
+        var failures = artifacts
+            .Where(a => a.Report.Accuracy is { Passed: false })
+            .Select(a => GateFailure(loaded, a.Report))
+            .ToArray();
+        return new PipelineResult(artifacts, report, failures);
+    }
+
+    private ModelArtifacts RunModel(LoadedPolicy loaded, ModelOptions modelOptions, PipelineOptions options)
+    {
+        var clock = Stopwatch.StartNew();
+        var policy = loaded.Policy;
+        var name = PolicyLoader.ModelName(modelOptions);
+        var modelPath = loaded.Resolve(modelOptions.Path);
+        Report(name, "load", 0);
+        var model = OnnxModel.Load(modelPath);
+        var weights = WeightCatalog.Find(model);
+        var hash = Hash(loaded, modelOptions, model);
+
+        Report(name, "quantize", 0.2);
+        var choices = UniformBitChoice.Choose(policy.Quantization, weights);
+        var stored = choices.Select(c => Quantize(model, c, policy.Quantization)).ToArray();
+
+        Report(name, "encode", 0.5);
+        var metadata = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            ["model"] = name,
+            ["source"] = Path.GetFileName(modelPath),
+            ["producer"] = "QuantTasks " + ToolVersion,
+        };
+        var blob = BlobWriter.Write(model, stored, hash, metadata, policy.Encoding.Entropy == EntropyCoding.Huffman);
+        var blobPath = Path.Combine(options.OutputDirectory, LoaderGenerator.BlobFileName(name));
+        AtomicFile.WriteAllBytes(blobPath, blob.Bytes);
+
+        Report(name, "evaluate", 0.7);
+        var accuracy = policy.Data.Evaluation is { } evaluation
+            ? Evaluate(model, QuantBlob.Read(blob.Bytes), DataFile.Load(loaded.Resolve(evaluation)), modelOptions.Output, policy.Accuracy, modelPath)
+            : null;
+
+        Report(name, "generate", 0.9);
+        var originalBytes = weights.Sum(w => w.Params * 4);
+        var totalParams = weights.Sum(w => w.Params);
+        var tensors = choices.Select(c => new TensorReport(
+            c.Weight.Name,
+            c.Weight.Params,
+            c.Bits ?? 32,
+            c.Bits is null ? "float" : MethodName(c.Method),
+            0,
+            0,
+            blob.TensorBytes[c.Weight.Name])).ToArray();
+        var report = new ModelReport(
+            name,
+            modelPath,
+            blobPath,
+            originalBytes,
+            blob.PayloadBytes,
+            blob.PayloadBytes == 0 ? 0 : (double)originalBytes / blob.PayloadBytes,
+            totalParams == 0 ? 0 : blob.PayloadBytes * 8.0 / totalParams,
+            Math.Round(clock.Elapsed.TotalSeconds, 3),
+            false,
+            accuracy,
+            tensors,
+            Convert.ToHexStringLower(hash));
+        var @namespace = modelOptions.Namespace ?? options.RootNamespace + ".Models";
+        var codePath = Path.Combine(options.OutputDirectory, LoaderGenerator.ClassName(name) + ".g.cs");
+        AtomicFile.WriteAllText(codePath, LoaderGenerator.Generate(@namespace, report, ToolVersion));
+        Report(name, "done", 1);
+        return new ModelArtifacts(report, blobPath, codePath);
+    }
+
+    private static StoredTensor Quantize(OnnxModel model, TensorChoice choice, QuantizationOptions options)
+    {
+        var weight = choice.Weight;
+        var values = model.ReadFloats(model.FindTensor(weight.Name)!);
+        if (choice.Bits is not { } bits)
+        {
+            return StoredTensor.KeptInFloat(weight.Name, weight.Shape, weight.DataType, values);
+        }
+
+        if (choice.Method != QuantizationMethod.Uniform)
+        {
+            throw new QuantException(ErrorCode.PolicyInvalidValue,
+                $"Quantization method {MethodName(choice.Method)} (for tensor '{weight.Name}') is not available in this version; use uniform.");
+        }
+
+        var axis = options.Granularity == Granularity.PerChannel ? weight.OutputChannelAxis : -1;
+        var quantized = UniformQuantizer.Quantize(weight.Name, values, weight.Shape, bits, axis, options.Scheme == UniformScheme.Symmetric);
+        return StoredTensor.Of(quantized, weight.DataType);
+    }
+
+    private static AccuracyReport Evaluate(OnnxModel model, QuantBlob blob, DataFile data, string? output, AccuracyOptions options, string modelPath)
+    {
+        var baseline = ModelEvaluator.Run(model.ToBytes(), data, output, modelPath);
+        var quantized = ModelEvaluator.Run(blob.DecodeOnnxModel(), data, output, modelPath);
+        var labels = data.Labels();
+        var (metric, before, after) = options.Metric switch
+        {
+            AccuracyMetric.Top1 when labels is not null =>
+                ("top1", ModelEvaluator.Top1(baseline, labels), ModelEvaluator.Top1(quantized, labels)),
+            AccuracyMetric.Cosine => ("cosine", 100.0, ModelEvaluator.Cosine(baseline, quantized)),
+            _ => ("agreement", 100.0, ModelEvaluator.Agreement(baseline, quantized)),
+        };
+        var drop = before - after;
+        return new AccuracyReport(metric, before, after, drop, options.MaxDrop, drop <= options.MaxDrop + 1e-9, baseline.Samples);
+    }
+
+    private static byte[] Hash(LoadedPolicy loaded, ModelOptions modelOptions, OnnxModel model)
+    {
+        // The policy without its model list: another model's entry does not change this model's result.
+        var policy = JsonSerializer.SerializeToNode(loaded.Policy, PolicyLoader.BindingOptions)!.AsObject();
+        policy.Remove("models");
+        var hash = new ContentHash()
+            .Add("tool", ToolVersion)
+            .AddFile("model", model.FullPath)
+            .Add("model-options", JsonSerializer.Serialize(modelOptions, PolicyLoader.BindingOptions))
+            .Add("policy", policy.ToJsonString())
+            .AddFile("calibration", loaded.Policy.Data.Calibration is { } c ? loaded.Resolve(c) : null)
+            .AddFile("evaluation", loaded.Policy.Data.Evaluation is { } e ? loaded.Resolve(e) : null);
+        var folder = Path.GetDirectoryName(model.FullPath)!;
+        foreach (var location in model.ExternalDataLocations)
+        {
+            hash.AddFile("external:" + location, Path.Combine(folder, location));
+        }
+
+        return hash.Finish();
+    }
+
+    private static QuantException GateFailure(LoadedPolicy loaded, ModelReport report)
+    {
+        var a = report.Accuracy!;
+        return new QuantException(ErrorCode.AccuracyGateFailed,
+            string.Create(CultureInfo.InvariantCulture,
+                $"Model {report.Name} lost {a.Drop:0.00} pp of {a.Metric} ({a.Baseline:0.00}% float, {a.Quantized:0.00}% quantized, {a.Samples} samples); the policy allows {a.MaxDrop:0.00} pp. Raise the budget, keep sensitive tensors at more bits with quantization.overrides, or allow more with accuracy.max_drop."),
+            new SourceLocation(loaded.Path));
+    }
+
+    private static string MethodName(QuantizationMethod method) =>
+        JsonNamingPolicy.KebabCaseLower.ConvertName(method.ToString());
+
+    private void Report(string model, string stage, double fraction) =>
+        _progress?.Report(new PipelineProgress(model, stage, fraction));
+}
