@@ -130,12 +130,27 @@ public sealed class QuantBlob
             throw new QuantBlobException("The blob declares a length shorter than its own section table; it is corrupt.");
         }
 
-        var blob = new byte[length];
-        header.CopyTo(blob, 0);
-        got = ReadFully(stream, blob, BlobFormat.HeaderSize, (int)length - BlobFormat.HeaderSize);
-        if (got < length - BlobFormat.HeaderSize)
+        // The declared length is trusted for the allocation only once the header's CRC confirms it, and only
+        // if a seekable stream is long enough to hold it.
+        var frame = new byte[tableEnd];
+        header.CopyTo(frame, 0);
+        if (ReadFully(stream, frame, BlobFormat.HeaderSize, tableEnd - BlobFormat.HeaderSize) < tableEnd - BlobFormat.HeaderSize)
         {
-            throw new QuantBlobException($"The blob ends after {BlobFormat.HeaderSize + got} of its {length} bytes; it is truncated.");
+            throw new QuantBlobException("The blob ends inside its section table; it is truncated.");
+        }
+
+        BlobLayout.VerifyHeaderCrc(frame, count);
+        if (stream.CanSeek && stream.Length - stream.Position < length - tableEnd)
+        {
+            throw new QuantBlobException($"The blob ends after {tableEnd + stream.Length - stream.Position} of its {length} bytes; it is truncated.");
+        }
+
+        var blob = new byte[length];
+        frame.CopyTo(blob, 0);
+        got = ReadFully(stream, blob, tableEnd, (int)length - tableEnd);
+        if (got < length - tableEnd)
+        {
+            throw new QuantBlobException($"The blob ends after {tableEnd + got} of its {length} bytes; it is truncated.");
         }
 
         return Read(blob);

@@ -132,11 +132,7 @@ internal static class BlobLayout
             throw new QuantBlobException("The blob ends inside its section table; it is truncated.");
         }
 
-        var storedCrc = BinaryPrimitives.ReadUInt32LittleEndian(blob.Slice(BlobFormat.HeaderCrcOffset));
-        if (storedCrc != HeaderCrc(blob, count) || BinaryPrimitives.ReadUInt32LittleEndian(blob.Slice(60)) != 0)
-        {
-            throw new QuantBlobException("The blob's header or section table fails its CRC-32; the blob is corrupt.");
-        }
+        VerifyHeaderCrc(blob, count);
 
         // Sections tile the file exactly, in the order of the format, so no byte goes unchecked.
         var sections = new SectionRecord[count];
@@ -173,6 +169,16 @@ internal static class BlobLayout
         }
 
         return sections;
+    }
+
+    /// <summary>Checks the CRC-32 over the header and the section table, and the reserved word.</summary>
+    public static void VerifyHeaderCrc(ReadOnlySpan<byte> frame, int sectionCount)
+    {
+        var storedCrc = BinaryPrimitives.ReadUInt32LittleEndian(frame.Slice(BlobFormat.HeaderCrcOffset));
+        if (storedCrc != HeaderCrc(frame, sectionCount) || BinaryPrimitives.ReadUInt32LittleEndian(frame.Slice(60)) != 0)
+        {
+            throw new QuantBlobException("The blob's header or section table fails its CRC-32; the blob is corrupt.");
+        }
     }
 
     private static uint HeaderCrc(ReadOnlySpan<byte> blob, int sectionCount)
