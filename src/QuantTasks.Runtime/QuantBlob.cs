@@ -237,8 +237,8 @@ public sealed class QuantBlob
                     SymbolDecoder.DecodeFixed(stream, entry.Bits, output);
                     break;
                 case CoderKind.Huffman:
-                    var code = CanonicalCode.FromLengths(CanonicalCode.UnpackLengths(tables, levels), BlobFormat.MaxCodeLength);
-                    SymbolDecoder.DecodeHuffman(stream, code, output);
+                    var code = CanonicalCode.FromLengths(CanonicalCode.UnpackLengths(tables, 1 << (entry.Bits * entry.Group)), BlobFormat.MaxCodeLength);
+                    SymbolDecoder.DecodeGroupedHuffman(stream, code, entry.Bits, entry.Group, output);
                     break;
                 default:
                     var valueBytes = CanonicalCode.PackedLengthBytes(levels);

@@ -56,6 +56,7 @@ public static class BlobWriter
                 entry.Quantizer = q.Kind;
                 entry.Bits = q.Bits;
                 entry.Coder = coded.Coder;
+                entry.Group = coded.Group;
                 entry.ZeroSymbol = coded.RunSymbol;
                 entry.ChannelAxis = q.ChannelAxis;
                 entry.Channels = q.Channels;

@@ -8,7 +8,8 @@ namespace QuantTasks.Coding;
 /// <param name="RunSymbol">For zero-run coding, the symbol whose runs are coded (the most frequent one).</param>
 /// <param name="Tables">Packed code lengths (empty for fixed width).</param>
 /// <param name="Stream">The coded symbols.</param>
-internal sealed record CodedSymbols(CoderKind Coder, byte RunSymbol, byte[] Tables, byte[] Stream)
+/// <param name="Group">For Huffman, how many symbols one code stands for.</param>
+internal sealed record CodedSymbols(CoderKind Coder, byte RunSymbol, byte[] Tables, byte[] Stream, int Group = 1)
 {
     /// <summary>Bytes in the blob: tables plus stream.</summary>
     public long Bytes => Tables.Length + Stream.Length;
@@ -31,10 +32,13 @@ internal static class SymbolEncoder
         }
 
         var best = fixedWidth;
-        var huffman = EncodeHuffman(symbols, bits);
-        if (huffman.Bytes < best.Bytes)
+        for (var group = 1; group * bits <= 8; group++)
         {
-            best = huffman;
+            var huffman = EncodeHuffman(symbols, bits, group);
+            if (huffman.Bytes < best.Bytes)
+            {
+                best = huffman;
+            }
         }
 
         // Zero-run coding only pays when one symbol dominates; skip the pass otherwise.
@@ -63,25 +67,51 @@ internal static class SymbolEncoder
         return new CodedSymbols(CoderKind.Fixed, 0, [], writer.ToArray());
     }
 
-    public static CodedSymbols EncodeHuffman(ReadOnlySpan<byte> symbols, int bits)
+    /// <summary>
+    /// Huffman codes over groups of <paramref name="group"/> consecutive symbols (the first symbol in the lowest
+    /// bits of the group value; a partial last group is padded with zero symbols).
+    /// </summary>
+    public static CodedSymbols EncodeHuffman(ReadOnlySpan<byte> symbols, int bits, int group = 1)
     {
-        var histogram = Histogram(symbols, bits);
+        var values = Grouped(symbols, bits, group);
+        var histogram = Histogram(values, bits * group);
+        if (symbols.Length == 0)
+        {
+            histogram[0] = 1;
+        }
+
         var lengths = HuffmanLengths.Build(histogram, BlobFormat.MaxCodeLength);
         var code = CanonicalCode.FromLengths(lengths, BlobFormat.MaxCodeLength);
         var tables = new byte[CanonicalCode.PackedLengthBytes(lengths.Length)];
         CanonicalCode.PackLengths(lengths, tables);
         if (code.OnlySymbol >= 0)
         {
-            return new CodedSymbols(CoderKind.Huffman, 0, tables, []);
+            return new CodedSymbols(CoderKind.Huffman, 0, tables, [], group);
         }
 
         var writer = new BitWriter((int)(HuffmanLengths.CodedBits(histogram, lengths) / 8) + 1);
-        foreach (var symbol in symbols)
+        foreach (var value in values)
         {
-            writer.Write(code.Codes[symbol], lengths[symbol]);
+            writer.Write(code.Codes[value], lengths[value]);
         }
 
-        return new CodedSymbols(CoderKind.Huffman, 0, tables, writer.ToArray());
+        return new CodedSymbols(CoderKind.Huffman, 0, tables, writer.ToArray(), group);
+    }
+
+    private static byte[] Grouped(ReadOnlySpan<byte> symbols, int bits, int group)
+    {
+        if (group == 1)
+        {
+            return symbols.ToArray();
+        }
+
+        var values = new byte[(symbols.Length + group - 1) / group];
+        for (var i = 0; i < symbols.Length; i++)
+        {
+            values[i / group] |= (byte)(symbols[i] << (bits * (i % group)));
+        }
+
+        return values;
     }
 
     public static CodedSymbols EncodeZeroRuns(ReadOnlySpan<byte> symbols, int bits, byte runSymbol)

@@ -40,6 +40,56 @@ internal static unsafe class SymbolDecoder
         }
     }
 
+    /// <summary>
+    /// Decodes Huffman-coded groups of <paramref name="group"/> symbols of <paramref name="bits"/> bits each: a
+    /// code stands for a group value whose lowest bits are the group's first symbol. The last group may be
+    /// partial; its missing symbols must be zero.
+    /// </summary>
+    public static void DecodeGroupedHuffman(ReadOnlySpan<byte> stream, CanonicalCode code, int bits, int group, Span<byte> output)
+    {
+        if (group == 1)
+        {
+            DecodeHuffman(stream, code, output);
+            return;
+        }
+
+        var groups = (output.Length + group - 1) / group;
+        var values = new byte[groups];
+        DecodeHuffman(stream, code, values);
+        var mask = (1 << bits) - 1;
+        var full = output.Length / group;
+        fixed (byte* source = values)
+        fixed (byte* target = output)
+        {
+            var t = target;
+            for (var g = 0; g < full; g++)
+            {
+                int value = source[g];
+                for (var j = 0; j < group; j++)
+                {
+                    *t++ = (byte)(value & mask);
+                    value >>= bits;
+                }
+            }
+
+            if (full < groups)
+            {
+                int value = source[full];
+                var rest = output.Length - (full * group);
+                for (var j = 0; j < rest; j++)
+                {
+                    *t++ = (byte)(value & mask);
+                    value >>= bits;
+                }
+
+                if (value != 0)
+                {
+                    throw new QuantBlobException("The last group of a coded stream has symbols past the end of the tensor; the blob is corrupt.");
+                }
+            }
+        }
+    }
+
     /// <summary>Decodes Huffman-coded symbols.</summary>
     public static void DecodeHuffman(ReadOnlySpan<byte> stream, CanonicalCode code, Span<byte> output)
     {

@@ -26,6 +26,19 @@ public class CodingProperties
     }
 
     [Property(Arbitrary = [typeof(CodingProperties)], MaxTest = 300)]
+    public bool Grouped_Huffman_decodes_what_it_encoded((int Bits, byte[] Symbols) input)
+    {
+        var ok = true;
+        for (var group = 2; group * input.Bits <= 8; group++)
+        {
+            var coded = SymbolEncoder.EncodeHuffman(input.Symbols, input.Bits, group);
+            ok &= Decode(coded, input.Bits, input.Symbols.Length).SequenceEqual(input.Symbols);
+        }
+
+        return ok;
+    }
+
+    [Property(Arbitrary = [typeof(CodingProperties)], MaxTest = 300)]
     public bool Fixed_width_decodes_what_it_encoded((int Bits, byte[] Symbols) input)
     {
         var coded = SymbolEncoder.EncodeFixed(input.Symbols, input.Bits);
@@ -154,7 +167,8 @@ public class CodingProperties
                     return output;
                 }
 
-                SymbolDecoder.DecodeHuffman(coded.Stream, CanonicalCode.FromLengths(CanonicalCode.UnpackLengths(coded.Tables, levels), BlobFormat.MaxCodeLength), output);
+                var groupLevels = 1 << (bits * coded.Group);
+                SymbolDecoder.DecodeGroupedHuffman(coded.Stream, CanonicalCode.FromLengths(CanonicalCode.UnpackLengths(coded.Tables, groupLevels), BlobFormat.MaxCodeLength), bits, coded.Group, output);
                 break;
             default:
                 var valueBytes = CanonicalCode.PackedLengthBytes(levels);

@@ -1,0 +1,53 @@
+using System.Globalization;
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Reports;
+using BenchmarkDotNet.Running;
+using QuantTasks.Benchmarks;
+
+var what = args.Length > 0 ? args[0] : "all";
+var config = DefaultConfig.Instance.WithOptions(ConfigOptions.DisableOptimizationsValidator);
+
+if (what is "entropy" or "all")
+{
+    Console.WriteLine("## Payload against the order-0 entropy bound");
+    EntropyReport.Print();
+}
+
+if (what is "decode" or "all")
+{
+    var summary = BenchmarkRunner.Run<DecodeBenchmarks>(config);
+    Console.WriteLine("## Symbol decoding (same stream, one core)");
+    Console.WriteLine("| bits | decoder | symbols/s (millions) | time / Huffman | bytes |");
+    Console.WriteLine("|---:|---|---:|---:|---:|");
+    foreach (var group in summary.Reports.GroupBy(r => r.BenchmarkCase.Parameters["Bits"]))
+    {
+        var setup = new DecodeBenchmarks { Bits = (int)group.Key };
+        setup.Setup();
+        var sizes = setup.Sizes();
+        var huffman = Mean(group.Single(r => r.BenchmarkCase.Descriptor.WorkloadMethod.Name == "Huffman"));
+        foreach (var report in group)
+        {
+            var name = report.BenchmarkCase.Descriptor.WorkloadMethod.Name;
+            var mean = Mean(report);
+            var bytes = name switch { "Huffman" => sizes.Huffman, "Brotli" => sizes.Brotli, _ => sizes.ZLib };
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {group.Key} | {name} | {setup.Symbols / mean * 1e3:0.0} | {mean / huffman:0.00} | {bytes:N0} |"));
+        }
+    }
+}
+
+if (what is "session" or "all")
+{
+    var summary = BenchmarkRunner.Run<SessionBenchmarks>(config);
+    Console.WriteLine("## Bytes to a ready InferenceSession");
+    Console.WriteLine("| model | float .onnx file (ms) | 4-bit blob (ms) | blob / file |");
+    Console.WriteLine("|---|---:|---:|---:|");
+    foreach (var group in summary.Reports.GroupBy(r => r.BenchmarkCase.Parameters["Model"]))
+    {
+        var file = Mean(group.Single(r => r.BenchmarkCase.Descriptor.WorkloadMethod.Name == "FloatOnnxFile"));
+        var blob = Mean(group.Single(r => r.BenchmarkCase.Descriptor.WorkloadMethod.Name == "QuantizedBlob"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {group.Key} | {file / 1e6:0.00} | {blob / 1e6:0.00} | {blob / file:0.00} |"));
+    }
+}
+
+static double Mean(BenchmarkReport report) => report.ResultStatistics?.Mean ?? double.NaN;

@@ -1,0 +1,149 @@
+using System.Reflection;
+using System.Runtime.Loader;
+using System.Text.Json;
+using Microsoft.CodeAnalysis;
+using Microsoft.CodeAnalysis.CSharp;
+using Microsoft.ML.OnnxRuntime;
+using QuantTasks.Diagnostics;
+using QuantTasks.Engine.Pipeline;
+using QuantTasks.Policy;
+using QuantTasks.Runtime;
+using QuantTasks.Tests;
+
+namespace QuantTasks.Engine.Tests.Pipeline;
+
+public sealed class QuantizationPipelineTests : IDisposable
+{
+    private readonly TempFolder _folder = new();
+
+    public QuantizationPipelineTests()
+    {
+        _folder.Copy(Fixtures.Model("mlp.onnx"));
+        _folder.Copy(Fixtures.Data("digits-test.npz"), "test.npz");
+    }
+
+    public void Dispose() => _folder.Dispose();
+
+    [Fact]
+    public void Writes_blob_loader_and_reports_and_measures_accuracy()
+    {
+        var result = Run(bits: 4, maxDrop: 1);
+
+        var model = Assert.Single(result.Models);
+        Assert.Empty(result.GateFailures);
+        Assert.True(File.Exists(model.BlobPath));
+        Assert.True(File.Exists(model.CodePath));
+        Assert.Equal("Digits", model.Report.Name);
+        Assert.Equal(234_752L * 4, model.Report.OriginalBytes);
+        Assert.Equal(QuantBlob.Read(File.ReadAllBytes(model.BlobPath)).PayloadLength, model.Report.CompressedBytes);
+        Assert.InRange(model.Report.CompressionRatio, 8, 16);
+        Assert.True(model.Report.Accuracy!.Passed);
+        Assert.Equal(2000, model.Report.Accuracy.Samples);
+        Assert.InRange(model.Report.Accuracy.Drop, -1, 1);
+
+        using var json = JsonDocument.Parse(File.ReadAllText(_folder.File("out/report.json")));
+        var entry = json.RootElement.GetProperty("models")[0];
+        foreach (var key in new[] { "name", "source", "blob", "original_bytes", "compressed_bytes", "compression_ratio", "average_bits", "seconds", "cache_hit", "accuracy", "tensors" })
+        {
+            Assert.True(entry.TryGetProperty(key, out _), key);
+        }
+
+        foreach (var key in new[] { "metric", "baseline", "quantized", "drop", "max_drop", "passed" })
+        {
+            Assert.True(entry.GetProperty("accuracy").TryGetProperty(key, out _), key);
+        }
+
+        foreach (var key in new[] { "name", "params", "bits", "method", "sparsity", "sensitivity", "bytes" })
+        {
+            Assert.True(entry.GetProperty("tensors")[0].TryGetProperty(key, out _), key);
+        }
+
+        Assert.Contains("| `fc1.weight` |", File.ReadAllText(_folder.File("out/report.md")), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void The_same_inputs_give_byte_identical_blobs_and_code()
+    {
+        var first = Run(bits: 3, maxDrop: 100).Models[0];
+        var blob = File.ReadAllBytes(first.BlobPath);
+        var code = File.ReadAllText(first.CodePath);
+
+        var second = Run(bits: 3, maxDrop: 100).Models[0];
+
+        Assert.Equal(blob, File.ReadAllBytes(second.BlobPath));
+        Assert.Equal(code, File.ReadAllText(second.CodePath));
+    }
+
+    [Fact]
+    public void A_policy_that_loses_too_much_reports_the_failure_after_writing_everything()
+    {
+        var result = Run(bits: 1, maxDrop: 0.1);
+
+        var failure = Assert.Single(result.GateFailures);
+        Assert.Equal(ErrorCode.AccuracyGateFailed, failure.Code);
+        Assert.Equal(ExitCode.AccuracyGateFailed, failure.ExitCode);
+        Assert.Contains("the policy allows 0.10 pp", failure.Message, StringComparison.Ordinal);
+        Assert.False(result.Models[0].Report.Accuracy!.Passed);
+        Assert.True(File.Exists(_folder.File("out/report.json")));
+        Assert.Throws<QuantException>(result.ThrowIfGateFailed);
+    }
+
+    [Fact]
+    public void The_generated_loader_compiles_cleanly_and_its_session_runs_the_embedded_blob()
+    {
+        var artifacts = Run(bits: 4, maxDrop: 1).Models[0];
+        var code = File.ReadAllText(artifacts.CodePath);
+        var references = ((string)AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES")!).Split(Path.PathSeparator)
+            .Append(typeof(QuantizedModel).Assembly.Location)
+            .Append(typeof(InferenceSession).Assembly.Location)
+            .Distinct()
+            .Select(p => MetadataReference.CreateFromFile(p));
+        var compilation = CSharpCompilation.Create(
+            "Consumer",
+            [CSharpSyntaxTree.ParseText(code, new CSharpParseOptions(LanguageVersion.Latest))],
+            references,
+            new CSharpCompilationOptions(OutputKind.DynamicallyLinkedLibrary, nullableContextOptions: NullableContextOptions.Enable,
+                generalDiagnosticOption: ReportDiagnostic.Error, warningLevel: 9999));
+        using var assembly = new MemoryStream();
+        using var documentation = new MemoryStream();
+        var blob = File.ReadAllBytes(artifacts.BlobPath);
+        var resource = new ResourceDescription("Mlp.Models.Digits.qtblob", () => new MemoryStream(blob), isPublic: true);
+
+        var emitted = compilation.Emit(assembly, xmlDocumentationStream: documentation, manifestResources: [resource]);
+
+        Assert.True(emitted.Success, string.Join("\n", emitted.Diagnostics));
+        Assert.Empty(emitted.Diagnostics.Where(d => d.Severity >= DiagnosticSeverity.Warning));
+        var loaded = new AssemblyLoadContext("consumer", isCollectible: true).LoadFromStream(new MemoryStream(assembly.ToArray()));
+        var type = loaded.GetType("Mlp.Models.DigitsModel")!;
+        using var session = (InferenceSession)type.GetMethod("CreateSession")!.Invoke(null, [null])!;
+        var info = (QuantizedModelInfo)type.GetProperty("Info")!.GetValue(null)!;
+        Assert.Equal(["input"], session.InputNames);
+        Assert.Equal(artifacts.Report.CompressedBytes, info.CompressedBytes);
+        Assert.Equal(QuantBlob.Read(blob).ContentHash, info.ContentHash);
+        Assert.Equal(4, info.Tensors[0].Bits);
+        Assert.Equal(artifacts.Report.Accuracy!.Quantized, info.Accuracy!.Quantized);
+    }
+
+    private PipelineResult Run(int bits, double maxDrop)
+    {
+        var yaml = $"""
+            version: 1
+            models:
+              - path: mlp.onnx
+                name: Digits
+            data:
+              evaluation: test.npz
+            sensitivity:
+              method: none
+            quantization:
+              bits: [{bits}]
+              budget:
+                average_bits: {bits}
+            accuracy:
+              max_drop: {maxDrop.ToString(System.Globalization.CultureInfo.InvariantCulture)}
+            """;
+        File.WriteAllText(_folder.File("quant.yaml"), yaml);
+        var loaded = PolicyLoader.Load(_folder.File("quant.yaml"));
+        return new QuantizationPipeline().Run(loaded, new PipelineOptions(_folder.File("out"), "Mlp"));
+    }
+}
