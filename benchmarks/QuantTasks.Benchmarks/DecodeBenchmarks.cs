@@ -7,8 +7,9 @@ using QuantTasks.Runtime.Format;
 namespace QuantTasks.Benchmarks;
 
 /// <summary>
-/// Decoding the same symbol stream (the MLP's first layer at 4 bits, 200,704 symbols) three ways: our
-/// table-driven Huffman decoder, .NET's Brotli decoder and .NET's zlib decoder over the symbols as bytes.
+/// Decoding the same symbol stream (the MLP's first layer, 200,704 symbols) three ways: the coder the blob
+/// chooses (table-driven Huffman, grouped for narrow symbols), .NET's Brotli decoder and .NET's zlib decoder
+/// over the symbols as bytes (one byte per symbol, their best compression settings).
 /// </summary>
 [MemoryDiagnoser]
 [SimpleJob(warmupCount: 3, iterationCount: 15)]
@@ -31,8 +32,8 @@ public class DecodeBenchmarks
     {
         var tensor = Workloads.Quantize(Workloads.Load("mlp.onnx"), Bits)[0];
         _symbols = tensor.Symbols;
-        _huffman = SymbolEncoder.EncodeHuffman(_symbols, Bits);
-        _code = CanonicalCode.FromLengths(CanonicalCode.UnpackLengths(_huffman.Tables, 1 << Bits), BlobFormat.MaxCodeLength);
+        _huffman = SymbolEncoder.Encode(_symbols, Bits, entropy: true);
+        _code = CanonicalCode.FromLengths(CanonicalCode.UnpackLengths(_huffman.Tables, 1 << (Bits * _huffman.Group)), BlobFormat.MaxCodeLength);
         _brotli = new byte[BrotliEncoder.GetMaxCompressedLength(_symbols.Length)];
         BrotliEncoder.TryCompress(_symbols, _brotli, out var written, quality: 11, window: 22);
         _brotli = _brotli[..written];
@@ -47,7 +48,7 @@ public class DecodeBenchmarks
     }
 
     [Benchmark(Baseline = true)]
-    public void Huffman() => SymbolDecoder.DecodeHuffman(_huffman.Stream, _code, _output);
+    public void Huffman() => SymbolDecoder.DecodeGroupedHuffman(_huffman.Stream, _code, Bits, _huffman.Group, _output);
 
     [Benchmark]
     public void Brotli() => BrotliDecoder.TryDecompress(_brotli, _output, out _);

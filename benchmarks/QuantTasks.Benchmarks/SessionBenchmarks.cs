@@ -35,4 +35,7 @@ public class SessionBenchmarks
     {
         using var session = QuantizedModel.CreateSession(_blob);
     }
+
+    /// <summary>The blob's share: verify and decode into model bytes, no session.</summary>
+    public void DecodeOnly() => QuantBlob.Read(_blob).DecodeOnnxModel();
 }

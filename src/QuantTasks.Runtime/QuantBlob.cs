@@ -178,7 +178,12 @@ public sealed class QuantBlob
             throw new QuantBlobException($"The decoded model would take {total} bytes, more than one ONNX model can hold (2 GB).");
         }
 
+        // Every byte is written below, so the array need not be zeroed first.
+#if NET
+        var model = GC.AllocateUninitializedArray<byte>((int)total);
+#else
         var model = new byte[total];
+#endif
         var target = model.AsSpan();
         graph.CopyTo(target);
         var at = graph.Length;

@@ -61,6 +61,9 @@ public enum ErrorCode
     /// <summary>The model's structure is invalid (no graph, a node input nobody produces).</summary>
     OnnxInvalidModel = 1206,
 
+    /// <summary>The model uses operators (or attribute values) the Hessian analysis does not run.</summary>
+    UnsupportedOperator = 1207,
+
     /// <summary>A data file is not a valid .npy or .npz file.</summary>
     DataUnreadable = 1301,
 

@@ -185,6 +185,63 @@ public static class TensorValues
     }
 
     /// <summary>
+    /// Reads every element of an integer or boolean tensor as int64, exactly (shapes, indices, axes).
+    /// Floating-point tensors are truncated toward zero.
+    /// </summary>
+    /// <exception cref="QuantException">The stored size disagrees with the shape, or the type is not readable.</exception>
+    public static long[] ReadAsInt64(TensorProto tensor)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        var type = (DataType)tensor.DataType;
+        if (IsFloatingPoint(tensor.DataType))
+        {
+            return ReadAsFloat(tensor).Select(v => (long)v).ToArray();
+        }
+
+        CheckStoredSize(tensor);
+        var n = (int)ElementCount(tensor);
+        var size = ElementSize(tensor.DataType);
+        if (size == 0)
+        {
+            throw new QuantException(ErrorCode.OnnxUnsupportedTensor,
+                $"Tensor '{tensor.Name}' has data type {type}, which QuantTasks does not read as integers.");
+        }
+
+        var values = new long[n];
+        if (tensor.HasRawData)
+        {
+            var raw = tensor.RawData.Span;
+            for (var i = 0; i < n; i++)
+            {
+                values[i] = type switch
+                {
+                    DataType.Int8 => (sbyte)raw[i],
+                    DataType.Uint8 or DataType.Bool => raw[i],
+                    DataType.Int16 => BinaryPrimitives.ReadInt16LittleEndian(raw[(i * 2)..]),
+                    DataType.Uint16 => BinaryPrimitives.ReadUInt16LittleEndian(raw[(i * 2)..]),
+                    DataType.Int32 => BinaryPrimitives.ReadInt32LittleEndian(raw[(i * 4)..]),
+                    DataType.Uint32 => BinaryPrimitives.ReadUInt32LittleEndian(raw[(i * 4)..]),
+                    _ => BinaryPrimitives.ReadInt64LittleEndian(raw[(i * 8)..]),
+                };
+            }
+
+            return values;
+        }
+
+        for (var i = 0; i < n; i++)
+        {
+            values[i] = type switch
+            {
+                DataType.Int64 => tensor.Int64Data[i],
+                DataType.Uint32 or DataType.Uint64 => (long)tensor.Uint64Data[i],
+                _ => tensor.Int32Data[i],
+            };
+        }
+
+        return values;
+    }
+
+    /// <summary>
     /// Replaces the tensor's elements with <paramref name="values"/> (C order), stored as <c>raw_data</c> in the
     /// tensor's own data type; the shape and type stay as they are.
     /// </summary>

@@ -43,7 +43,8 @@ internal static unsafe class SymbolDecoder
     /// <summary>
     /// Decodes Huffman-coded groups of <paramref name="group"/> symbols of <paramref name="bits"/> bits each: a
     /// code stands for a group value whose lowest bits are the group's first symbol. The last group may be
-    /// partial; its missing symbols must be zero.
+    /// partial; its missing symbols must be zero. Each decoded group is written with one 4-byte store from a
+    /// table that spreads the group value over its symbols.
     /// </summary>
     public static void DecodeGroupedHuffman(ReadOnlySpan<byte> stream, CanonicalCode code, int bits, int group, Span<byte> output)
     {
@@ -53,39 +54,80 @@ internal static unsafe class SymbolDecoder
             return;
         }
 
-        var groups = (output.Length + group - 1) / group;
-        var values = new byte[groups];
-        DecodeHuffman(stream, code, values);
         var mask = (1 << bits) - 1;
-        var full = output.Length / group;
-        fixed (byte* source = values)
-        fixed (byte* target = output)
+        var spread = new uint[1 << (bits * group)];
+        for (var value = 0; value < spread.Length; value++)
         {
-            var t = target;
-            for (var g = 0; g < full; g++)
+            for (var j = 0; j < group; j++)
             {
-                int value = source[g];
-                for (var j = 0; j < group; j++)
-                {
-                    *t++ = (byte)(value & mask);
-                    value >>= bits;
-                }
+                spread[value] |= (uint)((value >> (bits * j)) & mask) << (8 * j);
+            }
+        }
+
+        if (code.OnlySymbol >= 0)
+        {
+            if (stream.Length != 0)
+            {
+                throw new QuantBlobException("A one-symbol stream must be empty.");
             }
 
-            if (full < groups)
+            for (var i = 0; i < output.Length; i += group)
             {
-                int value = source[full];
-                var rest = output.Length - (full * group);
-                for (var j = 0; j < rest; j++)
-                {
-                    *t++ = (byte)(value & mask);
-                    value >>= bits;
-                }
+                WriteGroup(output, i, spread[code.OnlySymbol], group);
+            }
 
-                if (value != 0)
-                {
-                    throw new QuantBlobException("The last group of a coded stream has symbols past the end of the tensor; the blob is corrupt.");
-                }
+            return;
+        }
+
+        var table = code.DecodeTable();
+        var reader = new BitReader(stream);
+        fixed (byte* source = stream)
+        fixed (ushort* lookup = table)
+        fixed (uint* spreadTable = spread)
+        fixed (byte* target = output)
+        {
+            reader.Source = source;
+            var tableMask = (1UL << code.MaxLength) - 1;
+            var n = output.Length;
+            var i = 0;
+            var littleEndian = BitConverter.IsLittleEndian;
+
+            // Four codes per refill, each stored as 4 bytes; stop while 4 spare bytes remain for the last store.
+            while (littleEndian && i + (4 * group) + 4 <= n && reader.CanRefillFast)
+            {
+                reader.RefillFast();
+                *(uint*)(target + i) = spreadTable[Next(ref reader, lookup, tableMask)];
+                i += group;
+                *(uint*)(target + i) = spreadTable[Next(ref reader, lookup, tableMask)];
+                i += group;
+                *(uint*)(target + i) = spreadTable[Next(ref reader, lookup, tableMask)];
+                i += group;
+                *(uint*)(target + i) = spreadTable[Next(ref reader, lookup, tableMask)];
+                i += group;
+            }
+
+            for (; i < n; i += group)
+            {
+                reader.RefillSlow();
+                WriteGroup(output, i, spreadTable[NextChecked(ref reader, lookup, tableMask)], group);
+            }
+
+            reader.CheckFullyConsumed();
+        }
+    }
+
+    // Writes a group's symbols; in a partial last group, the symbols past the end must be zero.
+    private static void WriteGroup(Span<byte> output, int start, uint symbols, int group)
+    {
+        for (var j = 0; j < group; j++, symbols >>= 8)
+        {
+            if (start + j < output.Length)
+            {
+                output[start + j] = (byte)symbols;
+            }
+            else if ((symbols & 0xFF) != 0)
+            {
+                throw new QuantBlobException("The last group of a coded stream has symbols past the end of the tensor; the blob is corrupt.");
             }
         }
     }

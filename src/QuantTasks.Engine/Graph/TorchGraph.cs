@@ -1,0 +1,167 @@
+using QuantTasks.Diagnostics;
+using QuantTasks.Onnx;
+using QuantTasks.Onnx.Proto;
+using QuantTasks.Weights;
+using static TorchSharp.torch;
+
+namespace QuantTasks.Engine.Graph;
+
+/// <summary>
+/// An ONNX graph run as TorchSharp operations: the quantizable weights are leaf tensors that require gradients,
+/// every other initializer and <c>Constant</c> is a constant, and the nodes run in graph order. Differentiating
+/// a loss of the outputs twice gives Hessian-vector products with respect to the weights.
+/// </summary>
+internal sealed class TorchGraph : IDisposable
+{
+    private readonly GraphProto _graph;
+    private readonly long _opset;
+    private readonly Dictionary<string, Tensor> _constants;
+    private readonly (WeightTensor Weight, Tensor Parameter)[] _weights;
+
+    private TorchGraph(GraphProto graph, long opset, Dictionary<string, Tensor> constants, (WeightTensor, Tensor)[] weights, string[] inputs)
+    {
+        _graph = graph;
+        _opset = opset;
+        _constants = constants;
+        _weights = weights;
+        InputNames = inputs;
+    }
+
+    /// <summary>The weights, in catalog order, with the leaf tensor standing for each.</summary>
+    public IReadOnlyList<(WeightTensor Weight, Tensor Parameter)> Weights => _weights;
+
+    /// <summary>The leaf tensors alone, in catalog order.</summary>
+    public IReadOnlyList<Tensor> Parameters => _weights.Select(w => w.Parameter).ToArray();
+
+    /// <summary>Graph inputs that are not initializers: what a batch feeds.</summary>
+    public IReadOnlyList<string> InputNames { get; }
+
+    /// <summary>The graph's outputs, in order.</summary>
+    public IReadOnlyList<string> OutputNames => _graph.Output.Select(o => o.Name).ToArray();
+
+    /// <summary>
+    /// Compiles a model. Every node's operator is checked first, so that a model with unsupported operators fails
+    /// before any work, with one error that lists them all.
+    /// </summary>
+    /// <exception cref="QuantException"><see cref="ErrorCode.UnsupportedOperator"/>, listing every unsupported op and node.</exception>
+    public static TorchGraph Compile(OnnxModel model, IReadOnlyList<WeightTensor> weights, Device device)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(weights);
+        CheckSupported(model);
+
+        var weightNames = weights.Select(w => w.Name).ToHashSet(StringComparer.Ordinal);
+        var constants = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var parameters = new List<(WeightTensor, Tensor)>();
+        try
+        {
+            foreach (var init in model.Graph.Initializer.Where(i => !weightNames.Contains(i.Name)))
+            {
+                if (TorchTensors.ScalarTypeOf(init.DataType) is not null)
+                {
+                    constants[init.Name] = TorchTensors.FromProto(init, device);
+                }
+            }
+
+            foreach (var weight in weights)
+            {
+                var stored = model.FindTensor(weight.Name)!;
+                var leaf = tensor(model.ReadFloats(stored), weight.Shape.ToArray(), ScalarType.Float32).to(device).requires_grad_(true);
+                parameters.Add((weight, leaf));
+            }
+
+            var initializerNames = model.Graph.Initializer.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+            var inputs = model.Graph.Input.Select(i => i.Name).Where(n => !initializerNames.Contains(n)).ToArray();
+            return new TorchGraph(model.Graph, model.Opset, constants, parameters.ToArray(), inputs);
+        }
+        catch
+        {
+            foreach (var t in constants.Values.Concat(parameters.Select(p => p.Item2)))
+            {
+                t.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Runs the graph on a batch and returns the requested outputs.</summary>
+    /// <param name="inputs">Tensors for <see cref="InputNames"/>.</param>
+    /// <param name="outputs">Names of the values to return.</param>
+    public Tensor[] Forward(IReadOnlyDictionary<string, Tensor> inputs, IReadOnlyList<string> outputs)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        ArgumentNullException.ThrowIfNull(outputs);
+        var values = new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal);
+        foreach (var (weight, parameter) in _weights)
+        {
+            values[weight.Name] = parameter;
+        }
+
+        foreach (var (name, value) in inputs)
+        {
+            values[name] = value;
+        }
+
+        foreach (var node in _graph.Node)
+        {
+            if (node.OpType == "Constant" && node.Output.Count == 1 && values.ContainsKey(node.Output[0]))
+            {
+                continue; // a weight held in a Constant node: already a leaf.
+            }
+
+            var arguments = node.Input.Select(name => name.Length == 0 ? null : Lookup(values, name, node)).ToArray();
+            OpRegistry.TryGet(node.OpType, out var implementation);
+            var context = new OpContext(node, arguments, _opset);
+            var results = implementation(context);
+            for (var i = 0; i < node.Output.Count && i < results.Length; i++)
+            {
+                if (node.Output[i].Length > 0)
+                {
+                    values[node.Output[i]] = results[i];
+                }
+            }
+        }
+
+        return outputs.Select(name => values.TryGetValue(name, out var value)
+            ? value
+            : throw new QuantException(ErrorCode.OnnxInvalidModel, $"The graph has no value named '{name}'.")).ToArray();
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in _constants.Values)
+        {
+            t.Dispose();
+        }
+
+        foreach (var (_, parameter) in _weights)
+        {
+            parameter.Dispose();
+        }
+    }
+
+    private static Tensor Lookup(Dictionary<string, Tensor> values, string name, NodeProto node) =>
+        values.TryGetValue(name, out var value)
+            ? value
+            : throw new QuantException(ErrorCode.OnnxInvalidModel,
+                $"{node.OpType} node '{node.Name}' reads '{name}', which no earlier node, input or initializer produces. The graph is not in topological order or is damaged.");
+
+    private static void CheckSupported(OnnxModel model)
+    {
+        var unsupported = model.Graph.Node
+            .Where(n => (!string.IsNullOrEmpty(n.Domain) && n.Domain != "ai.onnx") || !OpRegistry.TryGet(n.OpType, out _))
+            .Select(n => (Op: string.IsNullOrEmpty(n.Domain) ? n.OpType : $"{n.Domain}.{n.OpType}", Node: string.IsNullOrEmpty(n.Name) ? n.Output.FirstOrDefault() ?? "?" : n.Name))
+            .ToArray();
+        if (unsupported.Length == 0)
+        {
+            return;
+        }
+
+        var list = string.Join("; ", unsupported.GroupBy(u => u.Op).Select(g => $"{g.Key} ({string.Join(", ", g.Select(u => u.Node).Take(5))}{(g.Count() > 5 ? $" and {g.Count() - 5} more" : "")})"));
+        throw new QuantException(ErrorCode.UnsupportedOperator,
+            $"The Hessian analysis cannot run this model: {unsupported.Length} node(s) use operators it does not support: {list}. "
+            + "Set sensitivity.method: none to quantize without the analysis.",
+            new SourceLocation(model.Path));
+    }
+}
