@@ -43,8 +43,8 @@ internal static unsafe class SymbolDecoder
     /// <summary>
     /// Decodes Huffman-coded groups of <paramref name="group"/> symbols of <paramref name="bits"/> bits each: a
     /// code stands for a group value whose lowest bits are the group's first symbol. The last group may be
-    /// partial; its missing symbols must be zero. Each decoded group is written with one 4-byte store from a
-    /// table that spreads the group value over its symbols.
+    /// partial; its missing symbols must be zero. Each decoded group is written with one 8-byte store from a
+    /// table that spreads the group value over its (up to 8) symbols.
     /// </summary>
     public static void DecodeGroupedHuffman(ReadOnlySpan<byte> stream, CanonicalCode code, int bits, int group, Span<byte> output)
     {
@@ -55,12 +55,12 @@ internal static unsafe class SymbolDecoder
         }
 
         var mask = (1 << bits) - 1;
-        var spread = new uint[1 << (bits * group)];
+        var spread = new ulong[1 << (bits * group)];
         for (var value = 0; value < spread.Length; value++)
         {
             for (var j = 0; j < group; j++)
             {
-                spread[value] |= (uint)((value >> (bits * j)) & mask) << (8 * j);
+                spread[value] |= (ulong)((value >> (bits * j)) & mask) << (8 * j);
             }
         }
 
@@ -83,7 +83,7 @@ internal static unsafe class SymbolDecoder
         var reader = new BitReader(stream);
         fixed (byte* source = stream)
         fixed (ushort* lookup = table)
-        fixed (uint* spreadTable = spread)
+        fixed (ulong* spreadTable = spread)
         fixed (byte* target = output)
         {
             reader.Source = source;
@@ -92,17 +92,17 @@ internal static unsafe class SymbolDecoder
             var i = 0;
             var littleEndian = BitConverter.IsLittleEndian;
 
-            // Four codes per refill, each stored as 4 bytes; stop while 4 spare bytes remain for the last store.
-            while (littleEndian && i + (4 * group) + 4 <= n && reader.CanRefillFast)
+            // Four codes per refill, each stored as 8 bytes; stop while 8 spare bytes remain for the last store.
+            while (littleEndian && i + (4 * group) + 8 <= n && reader.CanRefillFast)
             {
                 reader.RefillFast();
-                *(uint*)(target + i) = spreadTable[Next(ref reader, lookup, tableMask)];
+                *(ulong*)(target + i) = spreadTable[Next(ref reader, lookup, tableMask)];
                 i += group;
-                *(uint*)(target + i) = spreadTable[Next(ref reader, lookup, tableMask)];
+                *(ulong*)(target + i) = spreadTable[Next(ref reader, lookup, tableMask)];
                 i += group;
-                *(uint*)(target + i) = spreadTable[Next(ref reader, lookup, tableMask)];
+                *(ulong*)(target + i) = spreadTable[Next(ref reader, lookup, tableMask)];
                 i += group;
-                *(uint*)(target + i) = spreadTable[Next(ref reader, lookup, tableMask)];
+                *(ulong*)(target + i) = spreadTable[Next(ref reader, lookup, tableMask)];
                 i += group;
             }
 
@@ -117,7 +117,7 @@ internal static unsafe class SymbolDecoder
     }
 
     // Writes a group's symbols; in a partial last group, the symbols past the end must be zero.
-    private static void WriteGroup(Span<byte> output, int start, uint symbols, int group)
+    private static void WriteGroup(Span<byte> output, int start, ulong symbols, int group)
     {
         for (var j = 0; j < group; j++, symbols >>= 8)
         {
