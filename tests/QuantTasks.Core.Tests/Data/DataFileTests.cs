@@ -142,25 +142,8 @@ public class DataFileTests
         Assert.Equal(ErrorCode.DataUnreadable, Assert.Throws<QuantException>(() => DataFile.Load(temp.File("x.npz"))).Code);
     }
 
-    internal static byte[] Npy(string descr, string shape, byte[] data, bool fortran = false)
-    {
-        var header = $"{{'descr': '{descr}', 'fortran_order': {(fortran ? "True" : "False")}, 'shape': {shape}, }}";
-        var padded = header.PadRight(((header.Length + 11 + 63) / 64 * 64) - 11) + "\n";
-        using var stream = new MemoryStream();
-        stream.Write([0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0]);
-        stream.Write(BitConverter.GetBytes((ushort)padded.Length));
-        stream.Write(Encoding.Latin1.GetBytes(padded));
-        stream.Write(data);
-        return stream.ToArray();
-    }
+    private static byte[] Npy(string descr, string shape, byte[] data, bool fortran = false) =>
+        NpzWriter.Npy(descr, shape.Trim('(', ')').Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(long.Parse).ToArray(), data, fortran);
 
-    internal static void WriteNpz(string path, params (string Name, byte[] Bytes)[] members)
-    {
-        using var zip = ZipFile.Open(path, ZipArchiveMode.Create);
-        foreach (var (name, bytes) in members)
-        {
-            using var entry = zip.CreateEntry(name + ".npy").Open();
-            entry.Write(bytes);
-        }
-    }
+    private static void WriteNpz(string path, params (string Name, byte[] Bytes)[] members) => NpzWriter.Write(path, members);
 }

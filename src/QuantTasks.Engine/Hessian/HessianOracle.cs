@@ -1,0 +1,182 @@
+using QuantTasks.Data;
+using QuantTasks.Diagnostics;
+using QuantTasks.Engine.Graph;
+using QuantTasks.Evaluation;
+using QuantTasks.Policy;
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace QuantTasks.Engine.Hessian;
+
+/// <summary>
+/// Hessian-vector products of the mean loss over the calibration samples with respect to the model's weights,
+/// by double backward, one batch at a time. The loss is that of the first graph output (or the named one):
+/// cross-entropy against labels, KL divergence from the float model's own softmax, or squared error to the
+/// float model's outputs. The float model's outputs are the outputs at the current weights, detached, since
+/// the weights are never changed.
+/// </summary>
+internal sealed class HessianOracle
+{
+    private readonly TorchGraph _graph;
+    private readonly string _output;
+    private readonly Batch[] _batches;
+    private readonly Device _device;
+
+    public HessianOracle(TorchGraph graph, DataFile data, LossKind loss, int samples, int batchSize, string? output, Device device)
+    {
+        ArgumentNullException.ThrowIfNull(graph);
+        ArgumentNullException.ThrowIfNull(data);
+        _graph = graph;
+        _device = device;
+        _output = output ?? graph.OutputNames[0];
+        if (!graph.OutputNames.Contains(_output))
+        {
+            throw new QuantException(ErrorCode.PolicyInvalidValue,
+                $"The model has no output '{_output}'; its outputs are {string.Join(", ", graph.OutputNames)}.");
+        }
+
+        var arrays = graph.InputNames.Select(name => (Name: name, Array: ModelEvaluator.InputArray(data, name, graph.InputNames.Count))).ToArray();
+        var available = (int)arrays.Min(a => a.Array.Rows);
+        var labels = data.Labels();
+        Loss = loss switch
+        {
+            LossKind.Auto => labels is null ? LossKind.Kl : LossKind.CrossEntropy,
+            LossKind.CrossEntropy when labels is null => throw new QuantException(ErrorCode.DataMissingArray,
+                $"sensitivity.loss is cross-entropy, but '{data.Path}' has no 'label' array. Add labels, or use loss: kl (needs none).",
+                new SourceLocation(data.Path)),
+            _ => loss,
+        };
+        Samples = Math.Min(samples, available);
+        if (labels is not null && labels.Length < Samples)
+        {
+            throw new QuantException(ErrorCode.DataMissingArray,
+                $"'{data.Path}' has {labels.Length} labels for {Samples} samples.", new SourceLocation(data.Path));
+        }
+
+        var batches = new List<Batch>();
+        for (var start = 0; start < Samples; start += batchSize)
+        {
+            var count = Math.Min(batchSize, Samples - start);
+            var inputs = arrays.ToDictionary(a => a.Name, a =>
+            {
+                var perSample = (int)(a.Array.Length / a.Array.Rows);
+                var shape = a.Array.Shape.ToArray();
+                shape[0] = count;
+                return (ReadOnlyMemory<float>)a.Array.Floats!.AsMemory(start * perSample, count * perSample);
+            });
+            var shapes = arrays.ToDictionary(a => a.Name, a =>
+            {
+                var shape = a.Array.Shape.ToArray();
+                shape[0] = count;
+                return shape;
+            });
+            batches.Add(new Batch(inputs, shapes, labels?.AsMemory(start, count), (double)count / Samples));
+        }
+
+        _batches = batches.ToArray();
+    }
+
+    /// <summary>The loss actually used (auto resolved).</summary>
+    public LossKind Loss { get; }
+
+    /// <summary>Calibration samples used.</summary>
+    public int Samples { get; }
+
+    /// <summary>Number of batches per pass.</summary>
+    public int BatchCount => _batches.Length;
+
+    /// <summary>The leaves.</summary>
+    public IReadOnlyList<Tensor> Parameters => _graph.Parameters;
+
+    /// <summary>
+    /// For every batch: builds the gradient graph once and lets <paramref name="useBatch"/> take any number of
+    /// Hessian-vector products through it. Native memory is freed after each batch.
+    /// </summary>
+    public void ForEachBatch(Action<BatchProducts> useBatch)
+    {
+        ArgumentNullException.ThrowIfNull(useBatch);
+        foreach (var batch in _batches)
+        {
+            using var scope = NewDisposeScope();
+            var loss = LossOf(batch);
+            var gradients = autograd.grad([loss], _graph.Parameters.ToList(), create_graph: true, retain_graph: true);
+            useBatch(new BatchProducts(gradients, _graph.Parameters, batch.Weight));
+        }
+    }
+
+    /// <summary>The mean loss over all samples, and its gradient norm (for tests and diagnostics).</summary>
+    public double MeanLoss()
+    {
+        double total = 0;
+        foreach (var batch in _batches)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            total += LossOf(batch).item<float>() * batch.Weight;
+        }
+
+        return total;
+    }
+
+    private Tensor LossOf(Batch batch)
+    {
+        var inputs = batch.Inputs.ToDictionary(p => p.Key, p => tensor(p.Value.ToArray(), batch.Shapes[p.Key]).to(_device));
+        var logits = _graph.Forward(inputs, [_output])[0];
+        switch (Loss)
+        {
+            case LossKind.CrossEntropy:
+                if (logits.dim() != 2)
+                {
+                    throw new QuantException(ErrorCode.DataWrongType,
+                        $"Cross-entropy needs the output '{_output}' to be samples x classes; it has shape ({string.Join(", ", logits.shape)}). Use loss: kl.");
+                }
+
+                var labels = tensor(batch.Labels!.Value.ToArray(), ScalarType.Int64).to(_device);
+                return F.cross_entropy(logits, labels);
+            case LossKind.Kl:
+                // KL(p || q) with p the float model's softmax, q the current one, over the last axis; at the
+                // float weights its gradient vanishes and its Hessian is the Fisher information.
+                var logQ = F.log_softmax(logits, -1);
+                var logP = logQ.detach();
+                return (logP.exp() * (logP - logQ)).sum(-1).mean();
+            default:
+                var target = logits.detach();
+                return (logits - target).pow(2).mean();
+        }
+    }
+
+    private sealed record Batch(Dictionary<string, ReadOnlyMemory<float>> Inputs, Dictionary<string, long[]> Shapes, ReadOnlyMemory<long>? Labels, double Weight);
+}
+
+/// <summary>Hessian-vector products through one batch's gradient graph.</summary>
+internal sealed class BatchProducts
+{
+    private readonly IList<Tensor> _gradients;
+    private readonly IReadOnlyList<Tensor> _parameters;
+
+    public BatchProducts(IList<Tensor> gradients, IReadOnlyList<Tensor> parameters, double weight)
+    {
+        _gradients = gradients;
+        _parameters = parameters;
+        Weight = weight;
+    }
+
+    /// <summary>The batch's share of the samples: products are scaled by it to give the mean over all samples.</summary>
+    public double Weight { get; }
+
+    /// <summary>The gradient of the batch's mean loss with respect to parameter <paramref name="t"/>.</summary>
+    public Tensor Gradient(int t) => _gradients[t];
+
+    /// <summary>H v for a vector given per parameter (same shapes), as the batch's unscaled Hessian.</summary>
+    public IList<Tensor> Product(IList<Tensor> vector) =>
+        autograd.grad(_gradients, _parameters.ToList(), grad_outputs: vector, retain_graph: true, allow_unused: true)
+            .Select((g, i) => g.IsInvalid ? zeros_like(_parameters[i]) : g).ToList();
+
+    /// <summary>The block product H_tt v_t for one parameter t.</summary>
+    public Tensor BlockProduct(int t, Tensor vector)
+    {
+        var result = autograd.grad([(_gradients[t] * vector).sum()], [_parameters[t]], retain_graph: true, allow_unused: true)[0];
+        return result.IsInvalid ? zeros_like(_parameters[t]) : result;
+    }
+}
