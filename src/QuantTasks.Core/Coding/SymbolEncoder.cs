@@ -135,6 +135,11 @@ internal static class SymbolEncoder
             valueHistogram[runSymbol == 0 ? 1 % levels : 0] = 1;
         }
 
+        if (runHistogram.All(c => c == 0))
+        {
+            runHistogram[0] = 1;
+        }
+
         var valueLengths = HuffmanLengths.Build(valueHistogram, BlobFormat.MaxCodeLength);
         var runLengths = HuffmanLengths.Build(runHistogram, BlobFormat.MaxCodeLength);
         var values = CanonicalCode.FromLengths(valueLengths, BlobFormat.MaxCodeLength);
