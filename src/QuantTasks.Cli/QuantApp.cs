@@ -26,6 +26,7 @@ internal static class QuantApp
         root.Add(InitCommand.Create(console));
         root.Add(ValidateCommand.Create(console));
         root.Add(InspectCommand.Create(console));
+        root.Add(AnalyzeCommand.Create(console));
         root.Add(QuantizeCommand.Create(console));
         root.Add(DecodeCommand.Create(console));
         root.Add(EvalCommand.Create(console));

@@ -35,7 +35,7 @@ internal static class QuantizeCommand
             var options = new PipelineOptions(outDir, root);
             var result = console.Human.Profile.Capabilities.Interactive && !parse.GetValue(json)
                 ? WithProgressBar(console, loaded, options)
-                : new QuantizationPipeline(new SynchronousProgress(p => console.Note($"{p.Model}: {p.Stage}"))).Run(loaded, options);
+                : new QuantizationPipeline(new SynchronousProgress<PipelineProgress>(p => console.Note($"{p.Model}: {p.Stage}"))).Run(loaded, options);
 
             if (parse.GetValue(json))
             {
@@ -58,7 +58,7 @@ internal static class QuantizeCommand
         console.Human.Progress().Start(context =>
         {
             var tasks = new Dictionary<string, ProgressTask>(StringComparer.Ordinal);
-            var pipeline = new QuantizationPipeline(new SynchronousProgress(p =>
+            var pipeline = new QuantizationPipeline(new SynchronousProgress<PipelineProgress>(p =>
             {
                 if (!tasks.TryGetValue(p.Model, out var task))
                 {
@@ -107,11 +107,5 @@ internal static class QuantizeCommand
         var words = Path.GetFileName(folder.TrimEnd(Path.DirectorySeparatorChar)).Split(['-', '_', '.', ' '], StringSplitOptions.RemoveEmptyEntries);
         var name = new string(string.Concat(words.Select(w => char.ToUpperInvariant(w[0]) + w[1..])).Where(char.IsLetterOrDigit).ToArray());
         return name.Length == 0 || char.IsDigit(name[0]) ? "App" + name : name;
-    }
-
-    // Progress<T> posts to the thread pool; the progress bar wants the updates on the pipeline's thread, in order.
-    private sealed class SynchronousProgress(Action<PipelineProgress> report) : IProgress<PipelineProgress>
-    {
-        public void Report(PipelineProgress value) => report(value);
     }
 }

@@ -79,6 +79,9 @@ public enum ErrorCode
     /// <summary>A data array's layout is not supported (Fortran order, big-endian).</summary>
     DataUnsupportedLayout = 1305,
 
+    /// <summary>CUDA was asked for and TorchSharp reports none.</summary>
+    CudaUnavailable = 1402,
+
     /// <summary>A file given as a blob is not a valid QuantTasks blob: corrupt, truncated or of a newer format.</summary>
     BlobInvalid = 1501,
 

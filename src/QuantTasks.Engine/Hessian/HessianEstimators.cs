@@ -41,70 +41,68 @@ internal static class HessianEstimators
         var sizes = parameters.Select(p => (int)p.numel()).ToArray();
         var traces = new double[count];
         var squares = new double[count];
-        var diagonals = sizes.Select(n => new double[n]).ToArray();
+        var device = parameters[0].device;
+
+        // The diagonal accumulates on the device in float64, so no element ever crosses to managed memory per probe.
+        var diagonals = parameters.Select(p => zeros(p.shape, ScalarType.Float64, device)).ToArray();
         var probes = 0;
         var converged = false;
-        while (!converged && probes < maxProbes)
+        try
         {
-            var pass = Math.Min(ProbesPerPass, maxProbes - probes);
-            var sums = new double[pass, count];
-            var diagonalSums = sizes.Select(n => new double[n]).ToArray();
-            var vectors = Enumerable.Range(0, pass).Select(k => Rademacher(seed, probes + k, sizes)).ToArray();
-            oracle.ForEachBatch(batch =>
+            while (!converged && probes < maxProbes)
             {
-                for (var k = 0; k < pass; k++)
+                var pass = Math.Min(ProbesPerPass, maxProbes - probes);
+                var sums = new double[pass, count];
+                var vectors = Enumerable.Range(0, pass).Select(k => Rademacher(seed, probes + k, sizes)).ToArray();
+                oracle.ForEachBatch(batch =>
                 {
-                    var v = vectors[k].Select((values, t) => tensor(values, parameters[t].shape).to(parameters[t].device)).ToList();
-                    var hv = batch.Product(v);
-                    for (var t = 0; t < count; t++)
+                    for (var k = 0; k < pass; k++)
                     {
-                        var product = (v[t] * hv[t]).flatten().to(ScalarType.Float64).cpu();
-                        sums[k, t] += batch.Weight * product.sum().item<double>();
-                        var elements = product.data<double>().ToArray();
-                        var diagonal = diagonalSums[t];
-                        for (var i = 0; i < elements.Length; i++)
+                        var v = vectors[k].Select((values, t) => tensor(values, parameters[t].shape).to(device)).ToList();
+                        var hv = batch.Product(v);
+                        for (var t = 0; t < count; t++)
                         {
-                            diagonal[i] += batch.Weight * elements[i];
+                            var product = (v[t] * hv[t]).to(ScalarType.Float64);
+                            sums[k, t] += batch.Weight * product.sum().item<double>();
+                            diagonals[t].add_(product, batch.Weight);
                         }
                     }
-                }
-            });
+                });
 
-            for (var t = 0; t < count; t++)
-            {
-                for (var i = 0; i < sizes[t]; i++)
+                // Probe by probe, the running mean and its standard error. Probes already computed in this pass
+                // all count, so a pass is never wasted.
+                for (var k = 0; k < pass; k++)
                 {
-                    diagonals[t][i] += diagonalSums[t][i];
+                    probes++;
+                    var unsettled = false;
+                    for (var t = 0; t < count; t++)
+                    {
+                        var previous = traces[t];
+                        traces[t] += (sums[k, t] - traces[t]) / probes;
+                        squares[t] += sums[k, t] * sums[k, t];
+                        var variance = Math.Max(0, (squares[t] / probes) - (traces[t] * traces[t])) * probes / Math.Max(1, probes - 1);
+                        var standardError = Math.Sqrt(variance / probes);
+                        var bound = tolerance * Math.Abs(traces[t]);
+                        unsettled |= probes < 2 || Math.Abs(traces[t] - previous) > bound || standardError > bound;
+                    }
+
+                    converged |= !unsettled;
                 }
+
+                progress?.Report(new EstimatorProgress("trace", probes, maxProbes));
             }
 
-            // Probe by probe, the running mean and its standard error. Probes already computed in this pass all
-            // count, so a pass is never wasted.
-            for (var k = 0; k < pass; k++)
-            {
-                probes++;
-                var unsettled = false;
-                for (var t = 0; t < count; t++)
-                {
-                    var previous = traces[t];
-                    traces[t] += (sums[k, t] - traces[t]) / probes;
-                    squares[t] += sums[k, t] * sums[k, t];
-                    var variance = Math.Max(0, (squares[t] / probes) - (traces[t] * traces[t])) * probes / Math.Max(1, probes - 1);
-                    var standardError = Math.Sqrt(variance / probes);
-                    var bound = tolerance * Math.Abs(traces[t]);
-                    unsettled |= probes < 2 || Math.Abs(traces[t] - previous) > bound || standardError > bound;
-                }
-
-                converged |= !unsettled;
-            }
-
-            progress?.Report(new EstimatorProgress("trace", probes, maxProbes));
+            var result = diagonals.Select(d => (d / probes).to(ScalarType.Float32).cpu().flatten().data<float>().ToArray()).ToArray();
+            return (traces, result, probes);
         }
-
-        var result = diagonals.Select(d => d.Select(x => (float)(x / probes)).ToArray()).ToArray();
-        return (traces, result, probes);
+        finally
+        {
+            foreach (var d in diagonals)
+            {
+                d.Dispose();
+            }
+        }
     }
-
     /// <summary>
     /// The top eigenvalue of each block H_tt by power iteration (largest in magnitude), all blocks advancing
     /// together: every pass over the data applies each unconverged block once. A block stops when its Rayleigh
@@ -115,75 +113,80 @@ internal static class HessianEstimators
     {
         var parameters = oracle.Parameters;
         var count = parameters.Count;
-        var vectors = new float[count][];
-        for (var t = 0; t < count; t++)
-        {
-            vectors[t] = new float[parameters[t].numel()];
-            new SplitMix64(seed, -1 - t).Normal(vectors[t]);
-            Normalize(vectors[t]);
-        }
-
+        var device = parameters[0].device;
+        var vectors = new Tensor[count];
         var eigenvalues = new double[count];
         var iterations = new int[count];
         var done = new bool[count];
-        for (var iteration = 1; iteration <= maxIterations && done.Any(d => !d); iteration++)
+        try
         {
-            var products = vectors.Select(v => new double[v.Length]).ToArray();
-            oracle.ForEachBatch(batch =>
-            {
-                for (var t = 0; t < count; t++)
-                {
-                    if (done[t])
-                    {
-                        continue;
-                    }
-
-                    var v = tensor(vectors[t], parameters[t].shape).to(parameters[t].device);
-                    var hv = batch.BlockProduct(t, v).flatten().to(ScalarType.Float64).cpu().data<double>().ToArray();
-                    var sum = products[t];
-                    for (var i = 0; i < hv.Length; i++)
-                    {
-                        sum[i] += batch.Weight * hv[i];
-                    }
-                }
-            });
-
             for (var t = 0; t < count; t++)
             {
-                if (done[t])
-                {
-                    continue;
-                }
-
-                // Rayleigh quotient of the unit vector, then the next vector.
-                var product = products[t];
-                double quotient = 0, norm = 0;
-                for (var i = 0; i < product.Length; i++)
-                {
-                    quotient += vectors[t][i] * product[i];
-                    norm += product[i] * product[i];
-                }
-
-                norm = Math.Sqrt(norm);
-                var previous = eigenvalues[t];
-                eigenvalues[t] = quotient;
-                iterations[t] = iteration;
-                if (norm == 0 || (iteration > 1 && Math.Abs(quotient - previous) <= tolerance * Math.Abs(quotient)))
-                {
-                    done[t] = true;
-                    continue;
-                }
-
-                for (var i = 0; i < product.Length; i++)
-                {
-                    vectors[t][i] = (float)(product[i] / norm);
-                }
+                var start = new float[parameters[t].numel()];
+                new SplitMix64(seed, -1 - t).Normal(start);
+                using var initial = tensor(start, parameters[t].shape, ScalarType.Float64);
+                vectors[t] = (initial / initial.norm()).to(device);
             }
 
-            progress?.Report(new EstimatorProgress("eigenvalue", iteration, maxIterations));
-        }
+            for (var iteration = 1; iteration <= maxIterations && done.Any(d => !d); iteration++)
+            {
+                var products = parameters.Select(p => zeros(p.shape, ScalarType.Float64, device)).ToArray();
+                try
+                {
+                    oracle.ForEachBatch(batch =>
+                    {
+                        for (var t = 0; t < count; t++)
+                        {
+                            if (!done[t])
+                            {
+                                products[t].add_(batch.BlockProduct(t, vectors[t].to(ScalarType.Float32)).to(ScalarType.Float64), batch.Weight);
+                            }
+                        }
+                    });
 
-        return (eigenvalues, iterations);
+                    for (var t = 0; t < count; t++)
+                    {
+                        if (done[t])
+                        {
+                            continue;
+                        }
+
+                        // Rayleigh quotient of the unit vector, then the next vector.
+                        var quotient = (vectors[t] * products[t]).sum().item<double>();
+                        var norm = products[t].norm().item<double>();
+                        var previous = eigenvalues[t];
+                        eigenvalues[t] = quotient;
+                        iterations[t] = iteration;
+                        if (norm == 0 || (iteration > 1 && Math.Abs(quotient - previous) <= tolerance * Math.Abs(quotient)))
+                        {
+                            done[t] = true;
+                            continue;
+                        }
+
+                        vectors[t].Dispose();
+                        vectors[t] = products[t] / norm;
+                    }
+                }
+                finally
+                {
+                    foreach (var product in products)
+                    {
+                        product.Dispose();
+                    }
+                }
+
+                progress?.Report(new EstimatorProgress("eigenvalue", iteration, maxIterations));
+            }
+
+            return (eigenvalues, iterations);
+        }
+        finally
+        {
+            foreach (var vector in vectors)
+            {
+                vector?.Dispose();
+            }
+        }
     }
 
     private static float[][] Rademacher(long seed, int probe, int[] sizes)
