@@ -5,6 +5,13 @@ using BenchmarkDotNet.Running;
 using QuantTasks.Benchmarks;
 
 var what = args.Length > 0 ? args[0] : "all";
+if (what == "hessian-once")
+{
+    // A child process of the hessian benchmark: one whole analysis, startup included.
+    HessianBenchmark.RunOnce(int.Parse(args[1], CultureInfo.InvariantCulture), int.Parse(args[2], CultureInfo.InvariantCulture));
+    return;
+}
+
 var config = DefaultConfig.Instance.WithOptions(ConfigOptions.DisableOptimizationsValidator);
 
 if (what is "entropy" or "all")
@@ -64,6 +71,12 @@ if (what is "session" or "all")
         var decode = SingleShot(run.DecodeOnly);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {model} | {file:0.00} | {blob:0.00} | {decode:0.00} | {blob / file:0.00} |"));
     }
+}
+
+if (what is "hessian" or "all")
+{
+    var root = Array.IndexOf(args, "--peer-root") is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+    HessianBenchmark.Print(root);
 }
 
 static double SingleShot(Action action)

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using QuantTasks.Engine.Hessian;
 using QuantTasks.Policy;
+using QuantTasks.Progress;
 using Spectre.Console;
 
 namespace QuantTasks.Cli.Commands;
@@ -124,10 +125,4 @@ internal static class AnalyzeCommand
 
         output.Write(table);
     }
-}
-
-/// <summary>Reports on the caller's thread, in order (Progress&lt;T&gt; posts to the thread pool).</summary>
-internal sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
-{
-    public void Report(T value) => report(value);
 }

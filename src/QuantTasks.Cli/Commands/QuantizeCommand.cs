@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using QuantTasks.Engine.Pipeline;
 using QuantTasks.Policy;
+using QuantTasks.Progress;
 using QuantTasks.Reporting;
 using Spectre.Console;
 
@@ -35,7 +36,7 @@ internal static class QuantizeCommand
             var options = new PipelineOptions(outDir, root);
             var result = console.Human.Profile.Capabilities.Interactive && !parse.GetValue(json)
                 ? WithProgressBar(console, loaded, options)
-                : new QuantizationPipeline(new SynchronousProgress<PipelineProgress>(p => console.Note($"{p.Model}: {p.Stage}"))).Run(loaded, options);
+                : new QuantizationPipeline(StageNotes(console), console.Note).Run(loaded, options);
 
             if (parse.GetValue(json))
             {
@@ -52,22 +53,47 @@ internal static class QuantizeCommand
         return command;
     }
 
+    /// <summary>Without a terminal, one line per stage (not per probe or tensor).</summary>
+    private static SynchronousProgress<PipelineProgress> StageNotes(CommandConsole console)
+    {
+        var last = "";
+        var gate = new object();
+        return new SynchronousProgress<PipelineProgress>(p =>
+        {
+            lock (gate)
+            {
+                var line = $"{p.Model}: {p.Stage}";
+                if (line != last)
+                {
+                    last = line;
+                    console.Note(line);
+                }
+            }
+        });
+    }
+
     private static PipelineResult WithProgressBar(CommandConsole console, LoadedPolicy loaded, PipelineOptions options)
     {
         PipelineResult? result = null;
         console.Human.Progress().Start(context =>
         {
             var tasks = new Dictionary<string, ProgressTask>(StringComparer.Ordinal);
+            var gate = new object();
+
+            // The search reports from several threads.
             var pipeline = new QuantizationPipeline(new SynchronousProgress<PipelineProgress>(p =>
             {
-                if (!tasks.TryGetValue(p.Model, out var task))
+                lock (gate)
                 {
-                    tasks[p.Model] = task = context.AddTask(p.Model, maxValue: 1);
-                }
+                    if (!tasks.TryGetValue(p.Model, out var task))
+                    {
+                        tasks[p.Model] = task = context.AddTask(p.Model, maxValue: 1);
+                    }
 
-                task.Description = $"{p.Model}: {p.Stage}";
-                task.Value = p.Fraction;
-            }));
+                    task.Description = $"{p.Model}: {p.Stage}";
+                    task.Value = Math.Max(task.Value, p.Fraction);
+                }
+            }), console.Note);
             result = pipeline.Run(loaded, options);
         });
         return result!;
@@ -89,10 +115,19 @@ internal static class QuantizeCommand
                 .AddColumn(new TableColumn("Params").RightAligned())
                 .AddColumn(new TableColumn("Bits").RightAligned())
                 .AddColumn("Method")
+                .AddColumn(new TableColumn("Sparsity").RightAligned())
+                .AddColumn(new TableColumn("Sensitivity").RightAligned())
                 .AddColumn(new TableColumn("Bytes").RightAligned());
             foreach (var t in model.Tensors)
             {
-                table.AddRow(Markup.Escape(t.Name), t.Params.ToString("N0", CultureInfo.InvariantCulture), t.Bits.ToString(CultureInfo.InvariantCulture), t.Method, t.Bytes.ToString("N0", CultureInfo.InvariantCulture));
+                table.AddRow(
+                    Markup.Escape(t.Name),
+                    t.Params.ToString("N0", CultureInfo.InvariantCulture),
+                    t.Bits.ToString(CultureInfo.InvariantCulture),
+                    t.Method,
+                    t.Sparsity.ToString("P1", CultureInfo.InvariantCulture),
+                    t.Sensitivity.ToString("G3", CultureInfo.InvariantCulture),
+                    t.Bytes.ToString("N0", CultureInfo.InvariantCulture));
             }
 
             output.Write(table);

@@ -15,6 +15,13 @@ internal sealed record CodedSymbols(CoderKind Coder, byte RunSymbol, byte[] Tabl
     public long Bytes => Tables.Length + Stream.Length;
 }
 
+/// <summary>A coder choice and the exact bytes it takes (tables plus stream).</summary>
+/// <param name="Coder">The coder.</param>
+/// <param name="Group">Symbols per Huffman code.</param>
+/// <param name="RunSymbol">The run symbol of zero-run coding.</param>
+/// <param name="Bytes">Tables plus stream.</param>
+internal readonly record struct CodingPlan(CoderKind Coder, int Group, byte RunSymbol, long Bytes);
+
 /// <summary>
 /// Codes a tensor's quantization symbols, the last stage of Deep Compression. Three coders compete and the
 /// smallest wins: fixed width, a canonical length-limited Huffman code, and for sparse tensors (long runs of one
@@ -25,19 +32,41 @@ internal static class SymbolEncoder
     /// <summary>The smallest coding of <paramref name="symbols"/>; with <paramref name="entropy"/> false, fixed width.</summary>
     public static CodedSymbols Encode(ReadOnlySpan<byte> symbols, int bits, bool entropy)
     {
-        var fixedWidth = EncodeFixed(symbols, bits);
-        if (!entropy)
+        var plan = Plan(symbols, bits, entropy);
+        var coded = plan.Coder switch
         {
-            return fixedWidth;
+            CoderKind.Huffman => EncodeHuffman(symbols, bits, plan.Group),
+            CoderKind.ZeroRunHuffman => EncodeZeroRuns(symbols, bits, plan.RunSymbol),
+            _ => EncodeFixed(symbols, bits),
+        };
+        if (coded.Bytes != plan.Bytes)
+        {
+            throw new InvalidOperationException($"The size model predicted {plan.Bytes} bytes for a {plan.Coder} stream; the encoder wrote {coded.Bytes}.");
         }
 
-        var best = fixedWidth;
+        return coded;
+    }
+
+    /// <summary>
+    /// Which coder <see cref="Encode"/> will use and exactly how many bytes (tables plus stream) it will write,
+    /// computed from symbol histograms without writing the stream: fixed width, Huffman over groups of one or
+    /// more symbols, and zero-run coding when one symbol covers more than half of the tensor. Ties go to the
+    /// simpler coder.
+    /// </summary>
+    public static CodingPlan Plan(ReadOnlySpan<byte> symbols, int bits, bool entropy)
+    {
+        var best = new CodingPlan(CoderKind.Fixed, 1, 0, ((symbols.Length * (long)bits) + 7) / 8);
+        if (!entropy)
+        {
+            return best;
+        }
+
         for (var group = 1; group * bits <= 8; group++)
         {
-            var huffman = EncodeHuffman(symbols, bits, group);
-            if (huffman.Bytes < best.Bytes)
+            var bytes = HuffmanBytes(symbols, bits, group);
+            if (bytes < best.Bytes)
             {
-                best = huffman;
+                best = new CodingPlan(CoderKind.Huffman, group, 0, bytes);
             }
         }
 
@@ -46,14 +75,81 @@ internal static class SymbolEncoder
         var runSymbol = ArgMax(histogram);
         if (histogram[runSymbol] * 2 > symbols.Length)
         {
-            var runs = EncodeZeroRuns(symbols, bits, (byte)runSymbol);
-            if (runs.Bytes < best.Bytes)
+            var bytes = ZeroRunBytes(symbols, bits, (byte)runSymbol);
+            if (bytes < best.Bytes)
             {
-                best = runs;
+                best = new CodingPlan(CoderKind.ZeroRunHuffman, 1, (byte)runSymbol, bytes);
             }
         }
 
         return best;
+    }
+
+    private static long HuffmanBytes(ReadOnlySpan<byte> symbols, int bits, int group)
+    {
+        var histogram = Histogram(Grouped(symbols, bits, group), bits * group);
+        if (symbols.Length == 0)
+        {
+            histogram[0] = 1;
+        }
+
+        var lengths = HuffmanLengths.Build(histogram, BlobFormat.MaxCodeLength);
+        var code = CanonicalCode.FromLengths(lengths, BlobFormat.MaxCodeLength);
+        var tables = CanonicalCode.PackedLengthBytes(lengths.Length);
+        return tables + (code.OnlySymbol >= 0 ? 0 : (HuffmanLengths.CodedBits(histogram, lengths) + 7) / 8);
+    }
+
+    private static long ZeroRunBytes(ReadOnlySpan<byte> symbols, int bits, byte runSymbol)
+    {
+        var levels = 1 << bits;
+        var (runHistogram, valueHistogram) = RunHistograms(symbols, bits, runSymbol);
+        var valueLengths = HuffmanLengths.Build(valueHistogram, BlobFormat.MaxCodeLength);
+        var runLengths = HuffmanLengths.Build(runHistogram, BlobFormat.MaxCodeLength);
+        var values = CanonicalCode.FromLengths(valueLengths, BlobFormat.MaxCodeLength);
+        var runs = CanonicalCode.FromLengths(runLengths, BlobFormat.MaxCodeLength);
+        long streamBits = 0;
+        for (var r = 0; r < runHistogram.Length && runs.OnlySymbol < 0; r++)
+        {
+            streamBits += runHistogram[r] * runLengths[r];
+        }
+
+        for (var v = 0; v < valueHistogram.Length && values.OnlySymbol < 0; v++)
+        {
+            streamBits += valueHistogram[v] * valueLengths[v];
+        }
+
+        // The histograms above may hold a placeholder count for a table that codes nothing; it has no stream
+        // bits only when that table has a single symbol, which is exactly when the placeholder is added.
+        return CanonicalCode.PackedLengthBytes(levels) + CanonicalCode.PackedLengthBytes(BlobFormat.RunAlphabet) + ((streamBits + 7) / 8);
+    }
+
+    /// <summary>The histograms of run symbols and of values, with a placeholder in a table that would be empty.</summary>
+    private static (long[] Runs, long[] Values) RunHistograms(ReadOnlySpan<byte> symbols, int bits, byte runSymbol)
+    {
+        var levels = 1 << bits;
+        var runHistogram = new long[BlobFormat.RunAlphabet];
+        var valueHistogram = new long[levels];
+        foreach (var (run, value) in RunPairs(symbols, runSymbol))
+        {
+            runHistogram[run]++;
+            if (value >= 0)
+            {
+                valueHistogram[value]++;
+            }
+        }
+
+        // A code table needs at least one symbol even when no value (or no run) is ever coded.
+        if (valueHistogram.All(c => c == 0))
+        {
+            valueHistogram[runSymbol == 0 ? 1 % levels : 0] = 1;
+        }
+
+        if (runHistogram.All(c => c == 0))
+        {
+            runHistogram[0] = 1;
+        }
+
+        return (runHistogram, valueHistogram);
     }
 
     public static CodedSymbols EncodeFixed(ReadOnlySpan<byte> symbols, int bits)
@@ -118,28 +214,7 @@ internal static class SymbolEncoder
     {
         var levels = 1 << bits;
         var pairs = RunPairs(symbols, runSymbol);
-        var runHistogram = new long[BlobFormat.RunAlphabet];
-        var valueHistogram = new long[levels];
-        foreach (var (run, value) in pairs)
-        {
-            runHistogram[run]++;
-            if (value >= 0)
-            {
-                valueHistogram[value]++;
-            }
-        }
-
-        // A code table needs at least one symbol even when no value (or no run) is ever coded.
-        if (valueHistogram.All(c => c == 0))
-        {
-            valueHistogram[runSymbol == 0 ? 1 % levels : 0] = 1;
-        }
-
-        if (runHistogram.All(c => c == 0))
-        {
-            runHistogram[0] = 1;
-        }
-
+        var (runHistogram, valueHistogram) = RunHistograms(symbols, bits, runSymbol);
         var valueLengths = HuffmanLengths.Build(valueHistogram, BlobFormat.MaxCodeLength);
         var runLengths = HuffmanLengths.Build(runHistogram, BlobFormat.MaxCodeLength);
         var values = CanonicalCode.FromLengths(valueLengths, BlobFormat.MaxCodeLength);

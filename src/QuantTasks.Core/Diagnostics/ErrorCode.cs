@@ -85,6 +85,12 @@ public enum ErrorCode
     /// <summary>A file given as a blob is not a valid QuantTasks blob: corrupt, truncated or of a newer format.</summary>
     BlobInvalid = 1501,
 
+    /// <summary>No choice of bit widths fits the size budget; the message names the smallest reachable size.</summary>
+    BudgetInfeasible = 1601,
+
+    /// <summary>A quantizer needs an input the policy does not provide (the Hessian diagonal for hessian-kmeans).</summary>
+    QuantizerNeedsHessian = 1602,
+
     /// <summary>libtorch, the Hessian engine's native library, cannot be loaded on this machine.</summary>
     TorchUnavailable = 1401,
 

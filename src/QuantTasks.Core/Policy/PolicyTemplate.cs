@@ -56,8 +56,14 @@ public static class PolicyTemplate
         Line("  # overrides:                       # fixed choices by tensor name, first match wins");
         Line("  #   - match: \"conv1.*\"");
         Line("  #     bits: 8");
+        Line("  search: dp                         # dp (exact) | greedy (HAWQ-V1 order)");
+        Line("  ecsq:                              # for method: ecsq");
+        Line("    algorithm: iterative             #   iterative (distortion + lambda * code length) | uniform");
+        Line("    lambda: 0.005                    #   0 = k-means; larger = fewer bits");
+        Line("  seed: 0                            # k-means++ seeding");
         Line("pruning:");
         Line("  sparsity: 0.0                      # fraction of smallest weights set to zero; 0 = off");
+        Line("  scope: per-tensor                  # per-tensor | global (one magnitude threshold)");
         Line("encoding:");
         Line("  entropy: huffman                   # huffman | none");
         Line("accuracy:");

@@ -187,6 +187,48 @@ public sealed class QuantizationOptions
 
     /// <summary>Fixed choices by tensor-name glob, first match wins. Default: none.</summary>
     public IReadOnlyList<OverrideOptions> Overrides { get; init; } = [];
+
+    /// <summary>How bits are allocated under the budget. Default: <see cref="SearchAlgorithm.Dp"/>.</summary>
+    public SearchAlgorithm Search { get; init; } = SearchAlgorithm.Dp;
+
+    /// <summary>Settings of the ecsq method.</summary>
+    public EcsqOptions Ecsq { get; init; } = new();
+
+    /// <summary>Seed of k-means++ seeding. Default: 0.</summary>
+    public long Seed { get; init; }
+}
+
+/// <summary>How the bit search allocates bits.</summary>
+public enum SearchAlgorithm
+{
+    /// <summary>Exact: dynamic programming over the tensors' sizes (multiple-choice knapsack). The default.</summary>
+    Dp,
+
+    /// <summary>HAWQ-V1's greedy order: repeatedly lower the tensor that loses least per byte saved.</summary>
+    Greedy,
+}
+
+/// <summary>The two forms of entropy-constrained scalar quantization.</summary>
+public enum EcsqAlgorithm
+{
+    /// <summary>Lloyd-like iterations minimising distortion plus lambda times code length. The default.</summary>
+    Iterative,
+
+    /// <summary>Uniform cells with (Hessian-weighted) mean centres.</summary>
+    Uniform,
+}
+
+/// <summary>Entropy-constrained scalar quantization.</summary>
+public sealed class EcsqOptions
+{
+    /// <summary>Default: <see cref="EcsqAlgorithm.Iterative"/>.</summary>
+    public EcsqAlgorithm Algorithm { get; init; } = EcsqAlgorithm.Iterative;
+
+    /// <summary>
+    /// Weight of code length against distortion, in units of the channel's (Hessian-weighted) variance per bit;
+    /// 0 is k-means. Default: 0.005.
+    /// </summary>
+    public double Lambda { get; init; } = 0.005;
 }
 
 /// <summary>The size budget: exactly one of its three forms is set.</summary>
@@ -215,11 +257,24 @@ public sealed class OverrideOptions
     public QuantizationMethod? Method { get; init; }
 }
 
+/// <summary>Where the magnitude threshold of pruning is taken.</summary>
+public enum PruningScope
+{
+    /// <summary>Each tensor loses the same fraction of its own smallest weights. The default.</summary>
+    PerTensor,
+
+    /// <summary>One threshold over all quantized tensors: tensors of small weights lose more.</summary>
+    Global,
+}
+
 /// <summary>Magnitude pruning.</summary>
 public sealed class PruningOptions
 {
-    /// <summary>Fraction of weights set to zero. Default: 0 (off).</summary>
+    /// <summary>Fraction of weights set to exactly zero before quantization. Default: 0 (off).</summary>
     public double Sparsity { get; init; }
+
+    /// <summary>Default: <see cref="PruningScope.PerTensor"/>.</summary>
+    public PruningScope Scope { get; init; } = PruningScope.PerTensor;
 }
 
 /// <summary>The entropy coder.</summary>

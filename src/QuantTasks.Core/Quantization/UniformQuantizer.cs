@@ -17,7 +17,11 @@ public static class UniformQuantizer
     /// <param name="bits">1 to 8.</param>
     /// <param name="channelAxis">The output-channel axis for per-channel levels, or -1 for per tensor.</param>
     /// <param name="symmetric">Centre the levels on zero.</param>
-    public static QuantizedTensor Quantize(string name, ReadOnlySpan<float> values, IReadOnlyList<long> dims, int bits, int channelAxis, bool symmetric)
+    /// <param name="zeroExact">
+    /// Asymmetric only: shift each channel's grid so that zero is a level (offset = -z * scale for an integer z),
+    /// which keeps pruned weights exactly zero.
+    /// </param>
+    public static QuantizedTensor Quantize(string name, ReadOnlySpan<float> values, IReadOnlyList<long> dims, int bits, int channelAxis, bool symmetric, bool zeroExact = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(bits, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(bits, 8);
@@ -55,6 +59,13 @@ public static class UniformQuantizer
             {
                 scale = max[c] > min[c] ? (max[c] - min[c]) / (levels - 1) : 0;
                 offset = min[c];
+                if (zeroExact && scale > 0 && min[c] <= 0 && max[c] >= 0)
+                {
+                    // The runtime computes offset + q * scale in float32; with offset = -(z * scale) the level at
+                    // q = z is exactly zero.
+                    var z = MathF.Round(-min[c] / scale, MidpointRounding.ToEven);
+                    offset = -(z * scale);
+                }
             }
 
             parameters[2 * c] = scale;

@@ -1,3 +1,4 @@
+using QuantTasks.Randomness;
 using static TorchSharp.torch;
 
 namespace QuantTasks.Engine.Hessian;

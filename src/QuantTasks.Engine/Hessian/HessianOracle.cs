@@ -105,18 +105,42 @@ internal sealed class HessianOracle
         }
     }
 
-    /// <summary>The mean loss over all samples, and its gradient norm (for tests and diagnostics).</summary>
-    public double MeanLoss()
+    /// <summary>
+    /// The mean loss over all samples and the norm of its gradient: one plain forward and backward pass per batch,
+    /// the baseline a Hessian-vector product's cost is measured against, and a check that the weights sit near a
+    /// minimum (a small gradient).
+    /// </summary>
+    public (double Loss, double GradientNorm) LossAndGradientNorm()
     {
         double total = 0;
-        foreach (var batch in _batches)
+        var sums = _graph.Parameters.Select(p => zeros(p.shape, ScalarType.Float64, _device)).ToArray();
+        try
         {
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            total += LossOf(batch).item<float>() * batch.Weight;
-        }
+            foreach (var batch in _batches)
+            {
+                using var scope = NewDisposeScope();
+                var loss = LossOf(batch);
+                var gradients = autograd.grad([loss], _graph.Parameters.ToList(), allow_unused: true);
+                for (var t = 0; t < sums.Length; t++)
+                {
+                    if (!gradients[t].IsInvalid)
+                    {
+                        sums[t].add_(gradients[t].to(ScalarType.Float64), batch.Weight);
+                    }
+                }
 
-        return total;
+                total += loss.item<float>() * batch.Weight;
+            }
+
+            return (total, Math.Sqrt(sums.Sum(s => s.square().sum().item<double>())));
+        }
+        finally
+        {
+            foreach (var s in sums)
+            {
+                s.Dispose();
+            }
+        }
     }
 
     private Tensor LossOf(Batch batch)

@@ -6,9 +6,11 @@ using QuantTasks.Caching;
 using QuantTasks.CodeGeneration;
 using QuantTasks.Data;
 using QuantTasks.Diagnostics;
+using QuantTasks.Engine.Hessian;
 using QuantTasks.Evaluation;
 using QuantTasks.Onnx;
 using QuantTasks.Policy;
+using QuantTasks.Progress;
 using QuantTasks.Quantization;
 using QuantTasks.Reporting;
 using QuantTasks.Runtime;
@@ -19,7 +21,7 @@ namespace QuantTasks.Engine.Pipeline;
 
 /// <summary>A stage starting, for progress display.</summary>
 /// <param name="Model">The model's name.</param>
-/// <param name="Stage">What is starting: load, quantize, encode, evaluate, generate.</param>
+/// <param name="Stage">What is going on: load, analyze, search, encode, evaluate, generate, done.</param>
 /// <param name="Fraction">How far the model's pipeline is, 0 to 1.</param>
 public sealed record PipelineProgress(string Model, string Stage, double Fraction);
 
@@ -51,8 +53,8 @@ public sealed record PipelineResult(IReadOnlyList<ModelArtifacts> Models, Quanti
 public sealed record ModelArtifacts(ModelReport Report, string BlobPath, string CodePath);
 
 /// <summary>
-/// The whole job for a policy, one model at a time: load the model and its weight catalog, choose bits per
-/// tensor, quantize, encode the blob, evaluate the decoded blob against the float model, generate the loader,
+/// The whole job for a policy, one model at a time: load the model and its weight catalog, measure each tensor's
+/// Hessian sensitivity, search bits and quantize under the budget, encode the blob, evaluate the decoded blob against the float model, generate the loader,
 /// report. Each stage hands a plain value to the next; the accuracy gate is applied after everything is written
 /// so that CI can publish the report of a failed build.
 /// </summary>
@@ -63,11 +65,13 @@ public sealed class QuantizationPipeline
         typeof(QuantizationPipeline).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
     private readonly IProgress<PipelineProgress>? _progress;
+    private readonly Action<string>? _note;
 
-    /// <summary>Creates the pipeline; <paramref name="progress"/> hears of each stage.</summary>
-    public QuantizationPipeline(IProgress<PipelineProgress>? progress = null)
+    /// <summary>Creates the pipeline; <paramref name="progress"/> hears of each stage, <paramref name="note"/> of remarks for people.</summary>
+    public QuantizationPipeline(IProgress<PipelineProgress>? progress = null, Action<string>? note = null)
     {
         _progress = progress;
+        _note = note;
     }
 
     /// <summary>
@@ -102,11 +106,16 @@ public sealed class QuantizationPipeline
         var weights = WeightCatalog.Find(model);
         var hash = Hash(loaded, modelOptions, model);
 
-        Report(name, "quantize", 0.2);
-        var choices = UniformBitChoice.Choose(policy.Quantization, weights);
-        var stored = choices.Select(c => Quantize(model, c, policy.Quantization)).ToArray();
+        var values = weights.Select(w => model.ReadFloats(model.FindTensor(w.Name)!)).ToArray();
+        var sensitivities = Analyze(loaded, modelOptions, model, weights, name);
 
-        Report(name, "encode", 0.5);
+        Report(name, "search", 0.5);
+        var search = MixedPrecisionSearch.Run(weights, values,
+            new SearchInputs(policy.Quantization, policy.Pruning, policy.Encoding.Entropy == EntropyCoding.Huffman, sensitivities),
+            new SynchronousProgress<double>(f => Report(name, "search", 0.5 + (0.2 * f))));
+        var stored = search.Tensors.Select(d => d.Stored).ToArray();
+
+        Report(name, "encode", 0.7);
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal)
         {
             ["model"] = name,
@@ -114,10 +123,19 @@ public sealed class QuantizationPipeline
             ["producer"] = "QuantTasks " + ToolVersion,
         };
         var blob = BlobWriter.Write(model, stored, hash, metadata, policy.Encoding.Entropy == EntropyCoding.Huffman);
+        foreach (var decision in search.Tensors)
+        {
+            if (blob.TensorBytes[decision.Weight.Name] != decision.Bytes)
+            {
+                throw new QuantException(ErrorCode.Internal,
+                    $"The size model predicted {decision.Bytes} bytes for tensor '{decision.Weight.Name}'; the blob holds {blob.TensorBytes[decision.Weight.Name]}.");
+            }
+        }
+
         var blobPath = Path.Combine(options.OutputDirectory, LoaderGenerator.BlobFileName(name));
         AtomicFile.WriteAllBytes(blobPath, blob.Bytes);
 
-        Report(name, "evaluate", 0.7);
+        Report(name, "evaluate", 0.8);
         var accuracy = policy.Data.Evaluation is { } evaluation
             ? Evaluate(model, QuantBlob.Read(blob.Bytes), DataFile.Load(loaded.Resolve(evaluation)), modelOptions.Output, policy.Accuracy, modelPath)
             : null;
@@ -125,14 +143,14 @@ public sealed class QuantizationPipeline
         Report(name, "generate", 0.9);
         var originalBytes = weights.Sum(w => w.Params * 4);
         var totalParams = weights.Sum(w => w.Params);
-        var tensors = choices.Select(c => new TensorReport(
-            c.Weight.Name,
-            c.Weight.Params,
-            c.Bits ?? 32,
-            c.Bits is null ? "float" : MethodName(c.Method),
-            0,
-            0,
-            blob.TensorBytes[c.Weight.Name])).ToArray();
+        var tensors = search.Tensors.Select(d => new TensorReport(
+            d.Weight.Name,
+            d.Weight.Params,
+            d.Bits ?? 32,
+            d.Bits is null ? "float" : MethodName(d.Method),
+            Math.Round(d.Sparsity, 6),
+            d.Sensitivity,
+            d.Bytes)).ToArray();
         var report = new ModelReport(
             name,
             modelPath,
@@ -153,24 +171,43 @@ public sealed class QuantizationPipeline
         return new ModelArtifacts(report, blobPath, codePath);
     }
 
-    private static StoredTensor Quantize(OnnxModel model, TensorChoice choice, QuantizationOptions options)
+    /// <summary>
+    /// The Hessian analysis the search needs: none with sensitivity.method none; otherwise the trace (and the
+    /// diagonal, which Hessian-weighted quantizers use) or the top eigenvalue, of the tensors that are quantized.
+    /// </summary>
+    private Dictionary<string, TensorSensitivityInput>? Analyze(LoadedPolicy loaded, ModelOptions modelOptions, OnnxModel model, IReadOnlyList<WeightTensor> weights, string name)
     {
-        var weight = choice.Weight;
-        var values = model.ReadFloats(model.FindTensor(weight.Name)!);
-        if (choice.Bits is not { } bits)
+        var policy = loaded.Policy;
+        var sensitivity = policy.Sensitivity;
+        if (sensitivity.Method == SensitivityMethod.None || policy.Data.Calibration is not { } calibration)
         {
-            return StoredTensor.KeptInFloat(weight.Name, weight.Shape, weight.DataType, values);
+            return null;
         }
 
-        if (choice.Method != QuantizationMethod.Uniform)
+        var quantization = policy.Quantization;
+        var analyzed = weights.Where(w => !quantization.KeepFloat.Any(p => Glob.IsMatch(p, w.Name))).ToArray();
+        if (analyzed.Length == 0)
         {
-            throw new QuantException(ErrorCode.PolicyInvalidValue,
-                $"Quantization method {MethodName(choice.Method)} (for tensor '{weight.Name}') is not available in this version; use uniform.");
+            return null;
         }
 
-        var axis = options.Granularity == Granularity.PerChannel ? weight.OutputChannelAxis : -1;
-        var quantized = UniformQuantizer.Quantize(weight.Name, values, weight.Shape, bits, axis, options.Scheme == UniformScheme.Symmetric);
-        return StoredTensor.Of(quantized, weight.DataType);
+        var methods = analyzed.Select(w => quantization.Overrides.FirstOrDefault(o => Glob.IsMatch(o.Match, w.Name))?.Method ?? quantization.Method);
+        var needsDiagonal = methods.Any(TensorQuantizer.UsesHessianDiagonal);
+        var method = sensitivity.Method == SensitivityMethod.Trace ? AnalysisMethod.Trace
+            : needsDiagonal ? AnalysisMethod.Both : AnalysisMethod.Eigenvalue;
+        var options = new AnalysisOptions(method, sensitivity.Loss, sensitivity.Samples, sensitivity.BatchSize,
+            sensitivity.MaxIterations, sensitivity.Tolerance, sensitivity.Seed, sensitivity.Device, modelOptions.Output);
+        Report(name, "analyze", 0.1);
+        var steps = options.Method == AnalysisMethod.Both ? 2.0 : 1.0;
+        var progress = new SynchronousProgress<EstimatorProgress>(p =>
+            Report(name, "analyze", 0.1 + (0.4 * (((p.Estimator == "eigenvalue" && steps == 2 ? 1 : 0) + ((double)p.Step / p.MaxSteps)) / steps))));
+        var report = SensitivityAnalysis.Run(model, analyzed, DataFile.Load(loaded.Resolve(calibration)), options, progress, _note);
+        return report.Tensors.ToDictionary(
+            t => t.Name,
+            t => new TensorSensitivityInput(
+                sensitivity.Method == SensitivityMethod.Eigenvalue ? t.TopEigenvalue!.Value / t.Params : t.Trace!.Value / t.Params,
+                t.Diagonal),
+            StringComparer.Ordinal);
     }
 
     private static AccuracyReport Evaluate(OnnxModel model, QuantBlob blob, DataFile data, string? output, AccuracyOptions options, string modelPath)

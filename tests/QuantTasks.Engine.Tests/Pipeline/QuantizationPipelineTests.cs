@@ -138,7 +138,7 @@ public sealed class QuantizationPipelineTests : IDisposable
             quantization:
               bits: [{bits}]
               budget:
-                average_bits: {bits}
+                average_bits: {bits + 1}
             accuracy:
               max_drop: {maxDrop.ToString(System.Globalization.CultureInfo.InvariantCulture)}
             """;

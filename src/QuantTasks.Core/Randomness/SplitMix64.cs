@@ -1,18 +1,20 @@
-namespace QuantTasks.Engine.Hessian;
+namespace QuantTasks.Randomness;
 
 /// <summary>
 /// A small, fully specified random generator (SplitMix64), so that probe vectors depend only on the seed and
-/// the probe's index, on every platform and .NET version.
+/// the probe's index, and k-means seeding only on the seed, on every platform and .NET version.
 /// </summary>
-internal struct SplitMix64
+public struct SplitMix64
 {
     private ulong _state;
 
+    /// <summary>A generator for one (seed, stream) pair; distinct streams are independent sequences.</summary>
     public SplitMix64(long seed, long stream)
     {
         _state = unchecked((ulong)seed * 0x9E3779B97F4A7C15UL) ^ unchecked((ulong)stream * 0xD1B54A32D192ED03UL);
     }
 
+    /// <summary>The next 64 random bits.</summary>
     public ulong Next()
     {
         var z = _state += 0x9E3779B97F4A7C15UL;
@@ -34,6 +36,9 @@ internal struct SplitMix64
             }
         }
     }
+
+    /// <summary>A uniform double in [0, 1).</summary>
+    public double NextDouble() => (Next() >> 11) / 9007199254740992.0;
 
     /// <summary>Standard normal values (Box-Muller).</summary>
     public void Normal(Span<float> values)
