@@ -1,4 +1,5 @@
 using QuantTasks.Randomness;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace QuantTasks.Engine.Hessian;
@@ -57,6 +58,8 @@ internal static class HessianEstimators
                 var vectors = Enumerable.Range(0, pass).Select(k => Rademacher(seed, probes + k, sizes)).ToArray();
                 oracle.ForEachBatch(batch =>
                 {
+                    // An explicit scalar kept alive by using: an implicit one could be finalized mid-call.
+                    using var weight = batch.Weight.ToScalar();
                     for (var k = 0; k < pass; k++)
                     {
                         var v = vectors[k].Select((values, t) => tensor(values, parameters[t].shape).to(device)).ToList();
@@ -65,7 +68,7 @@ internal static class HessianEstimators
                         {
                             var product = (v[t] * hv[t]).to(ScalarType.Float64);
                             sums[k, t] += batch.Weight * product.sum().item<double>();
-                            diagonals[t].add_(product, batch.Weight);
+                            diagonals[t].add_(product, weight);
                         }
                     }
                 });
@@ -136,11 +139,12 @@ internal static class HessianEstimators
                 {
                     oracle.ForEachBatch(batch =>
                     {
+                        using var weight = batch.Weight.ToScalar();
                         for (var t = 0; t < count; t++)
                         {
                             if (!done[t])
                             {
-                                products[t].add_(batch.BlockProduct(t, vectors[t].to(ScalarType.Float32)).to(ScalarType.Float64), batch.Weight);
+                                products[t].add_(batch.BlockProduct(t, vectors[t].to(ScalarType.Float32)).to(ScalarType.Float64), weight);
                             }
                         }
                     });

@@ -121,11 +121,12 @@ internal sealed class HessianOracle
                 using var scope = NewDisposeScope();
                 var loss = LossOf(batch);
                 var gradients = autograd.grad([loss], _graph.Parameters.ToList(), allow_unused: true);
+                using var weight = batch.Weight.ToScalar();
                 for (var t = 0; t < sums.Length; t++)
                 {
                     if (!gradients[t].IsInvalid)
                     {
-                        sums[t].add_(gradients[t].to(ScalarType.Float64), batch.Weight);
+                        sums[t].add_(gradients[t].to(ScalarType.Float64), weight);
                     }
                 }
 

@@ -32,6 +32,33 @@ public static class LibTorch
     public static string? LoadedHow => s_how;
 
     /// <summary>
+    /// The scalar 1, created once outside any dispose scope and never released: the alpha of tensor additions
+    /// and subtractions in the Hessian engine's hot loops. TorchSharp's operators create a temporary scalar for
+    /// it on every call, and a temporary that the garbage collector finalizes while libtorch still reads it is
+    /// the likely cause of a "toFloat" failure seen after thousands of Hessian-vector products.
+    /// </summary>
+    internal static Scalar One { get; private set; } = null!;
+
+    /// <summary>
+    /// The first tensor operators run here, outside any dispose scope. A long analysis failed after thousands of
+    /// Hessian-vector products with a corrupt scalar inside Tensor + Tensor ("toFloat: Expected false to be
+    /// true"), consistent with a scalar TorchSharp keeps after first use being released by the dispose scope that
+    /// was open at that first use; making the first use here keeps such objects out of every scope.
+    /// </summary>
+    private static void WarmUpOutsideDisposeScopes(torch.Tensor probe)
+    {
+        One = 1.ToScalar();
+        using var sum = probe + probe;
+        using var difference = probe - probe;
+        using var product = probe * probe;
+        using var quotient = probe / (probe + 1);
+        using var scaled = probe * 2.0;
+        using var shifted = probe + 1.0;
+        using var fromScalar = 1.0 - probe;
+        using var added = probe.add(probe, 0.5);
+    }
+
+    /// <summary>
     /// Makes sure TorchSharp can call libtorch, patching its glue library first where the host needs it.
     /// Safe to call any number of times from any thread.
     /// </summary>
@@ -55,6 +82,7 @@ public static class LibTorch
 
                 // Any call initializes TorchSharp's native backend; a failure surfaces here, not mid-analysis.
                 using var probe = torch.zeros(1);
+                WarmUpOutsideDisposeScopes(probe);
             }
             catch (QuantException)
             {

@@ -1,3 +1,4 @@
+using QuantTasks.Engine.Native;
 using static TorchSharp.torch;
 
 namespace QuantTasks.Engine.Graph.Ops;
@@ -9,8 +10,8 @@ internal static class MathOps
     {
         ops["MatMul"] = c => [c.Input(0).matmul(c.Input(1))];
         ops["Gemm"] = Gemm;
-        ops["Add"] = c => [c.Input(0) + c.Input(1)];
-        ops["Sub"] = c => [c.Input(0) - c.Input(1)];
+        ops["Add"] = c => [c.Input(0).add(c.Input(1), LibTorch.One)];
+        ops["Sub"] = c => [c.Input(0).sub(c.Input(1))];
         ops["Mul"] = c => [c.Input(0) * c.Input(1)];
         ops["Div"] = Div;
         ops["Pow"] = c => [c.Input(0).pow(c.Input(1)).to(c.Input(0).dtype)];
@@ -50,7 +51,7 @@ internal static class MathOps
         if (c.Optional(2) is { } bias)
         {
             var beta = c.Float("beta", 1f);
-            y = y + (beta == 1f ? bias : bias * beta);
+            y = y.add(beta == 1f ? bias : bias * beta, LibTorch.One);
         }
 
         return [y];

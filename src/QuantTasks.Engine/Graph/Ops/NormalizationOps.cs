@@ -1,3 +1,4 @@
+using QuantTasks.Engine.Native;
 using static TorchSharp.torch;
 
 namespace QuantTasks.Engine.Graph.Ops;
@@ -24,7 +25,7 @@ internal static class NormalizationOps
         var mean = c.Input(3).reshape(shape);
         var variance = c.Input(4).reshape(shape);
         var epsilon = c.Float("epsilon", 1e-5f);
-        var y = ((x - mean) / (variance + epsilon).sqrt() * scale) + bias;
+        var y = (x.sub(mean) / (variance + epsilon).sqrt() * scale).add(bias, LibTorch.One);
         return [y];
     }
 
@@ -38,13 +39,13 @@ internal static class NormalizationOps
         var axes = Enumerable.Range((int)axis, (int)(rank - axis)).Select(a => (long)a).ToArray();
         var epsilon = c.Float("epsilon", 1e-5f);
         var mean = x.mean(axes, keepdim: true);
-        var centred = x - mean;
+        var centred = x.sub(mean);
         var variance = (centred * centred).mean(axes, keepdim: true);
         var inverse = (variance + epsilon).rsqrt();
         var y = centred * inverse * c.Input(1);
         if (c.Optional(2) is { } bias)
         {
-            y = y + bias;
+            y = y.add(bias, LibTorch.One);
         }
 
         // Optional outputs: the mean and the inverse standard deviation.
@@ -64,9 +65,9 @@ internal static class NormalizationOps
         var shape = Enumerable.Repeat(1L, (int)x.dim()).ToArray();
         shape[1] = -1;
         var mean = x.mean(axes, keepdim: true);
-        var centred = x - mean;
+        var centred = x.sub(mean);
         var variance = (centred * centred).mean(axes, keepdim: true);
-        var y = (centred / (variance + c.Float("epsilon", 1e-5f)).sqrt() * c.Input(1).reshape(shape)) + c.Input(2).reshape(shape);
+        var y = (centred / (variance + c.Float("epsilon", 1e-5f)).sqrt() * c.Input(1).reshape(shape)).add(c.Input(2).reshape(shape), LibTorch.One);
         return [y];
     }
 

@@ -1,0 +1,116 @@
+using QuantTasks.Diagnostics;
+using QuantTasks.Onnx;
+using QuantTasks.Policy;
+using QuantTasks.Search;
+using QuantTasks.Tests;
+using QuantTasks.Weights;
+
+namespace QuantTasks.Core.Tests.Search;
+
+/// <summary>The search on LeNet-5's weights: budget, keep_float, overrides, pruning, sensitivities, determinism.</summary>
+public sealed class MixedPrecisionSearchTests
+{
+    private readonly IReadOnlyList<WeightTensor> _weights;
+    private readonly float[][] _values;
+
+    public MixedPrecisionSearchTests()
+    {
+        var model = OnnxModel.Load(Fixtures.Model("lenet5.onnx"));
+        _weights = WeightCatalog.Find(model);
+        _values = _weights.Select(w => model.ReadFloats(model.FindTensor(w.Name)!)).ToArray();
+    }
+
+    [Theory]
+    [InlineData(QuantizationMethod.Uniform, SearchAlgorithm.Dp, 8.0)]
+    [InlineData(QuantizationMethod.Kmeans, SearchAlgorithm.Dp, 12.0)]
+    [InlineData(QuantizationMethod.Ecsq, SearchAlgorithm.Greedy, 10.0)]
+    public void The_budget_holds_and_the_sizes_are_those_the_blob_will_hold(QuantizationMethod method, SearchAlgorithm search, double ratio)
+    {
+        var options = new QuantizationOptions
+        {
+            Method = method,
+            Search = search,
+            Budget = new BudgetOptions { CompressionRatio = ratio },
+            KeepFloat = [],
+        };
+        var result = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, null));
+
+        Assert.Equal(245_880, result.OriginalBytes);
+        Assert.Equal((long)(245_880 / ratio), result.Budget);
+        Assert.True(result.PayloadBytes <= result.Budget, $"{result.PayloadBytes} > {result.Budget}");
+        Assert.All(result.Tensors, t => Assert.Equal(QuantTasks.Blob.PayloadSize.Of(t.Stored.Quantized!, true), t.Bytes));
+    }
+
+    [Fact]
+    public void Sensitive_tensors_get_more_bits()
+    {
+        var options = new QuantizationOptions { Method = QuantizationMethod.Kmeans, Budget = new BudgetOptions { AverageBits = 3 }, Granularity = Granularity.PerTensor };
+        Dictionary<string, TensorSensitivityInput> Sensitivities(string favourite) =>
+            _weights.ToDictionary(w => w.Name, w => new TensorSensitivityInput(w.Name == favourite ? 1000 : 1, null));
+
+        var fc1 = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, Sensitivities("fc1.weight")));
+        var fc2 = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, Sensitivities("fc2.weight")));
+
+        Assert.True(fc1.Tensors.Single(t => t.Weight.Name == "fc1.weight").Bits > fc2.Tensors.Single(t => t.Weight.Name == "fc1.weight").Bits);
+        Assert.True(fc2.Tensors.Single(t => t.Weight.Name == "fc2.weight").Bits > fc1.Tensors.Single(t => t.Weight.Name == "fc2.weight").Bits);
+    }
+
+    [Fact]
+    public void Keep_float_overrides_and_pruning_are_respected()
+    {
+        var options = new QuantizationOptions
+        {
+            Budget = new BudgetOptions { CompressionRatio = 4 },
+            KeepFloat = ["conv1.*"],
+            Overrides = [new OverrideOptions { Match = "fc3.*", Bits = 8, Method = QuantizationMethod.Kmeans }],
+        };
+        var result = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions { Sparsity = 0.5 }, true, null));
+
+        var conv1 = result.Tensors.Single(t => t.Weight.Name == "conv1.weight");
+        Assert.Null(conv1.Bits);
+        Assert.Equal(0, conv1.Sparsity);
+        Assert.Equal(150 * 4, conv1.Bytes);
+        var fc3 = result.Tensors.Single(t => t.Weight.Name == "fc3.weight");
+        Assert.Equal(8, fc3.Bits);
+        Assert.Equal(QuantizationMethod.Kmeans, fc3.Method);
+        Assert.All(result.Tensors.Where(t => t.Bits is not null), t => Assert.Equal(0.5, t.Sparsity, 3));
+    }
+
+    [Fact]
+    public void Global_pruning_takes_more_from_tensors_of_small_weights()
+    {
+        var options = new QuantizationOptions { Budget = new BudgetOptions { CompressionRatio = 4 }, KeepFloat = [] };
+        var result = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions { Sparsity = 0.5, Scope = PruningScope.Global }, true, null));
+        var total = result.Tensors.Sum(t => t.Sparsity * t.Weight.Params) / result.Tensors.Sum(t => t.Weight.Params);
+        Assert.Equal(0.5, total, 3);
+        Assert.True(result.Tensors.Max(t => t.Sparsity) - result.Tensors.Min(t => t.Sparsity) > 0.2);
+    }
+
+    [Fact]
+    public void Hessian_kmeans_without_a_diagonal_is_QT1602_naming_the_tensor()
+    {
+        var options = new QuantizationOptions { Method = QuantizationMethod.HessianKmeans };
+        var error = Assert.Throws<QuantException>(() => MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, null)));
+        Assert.Equal(ErrorCode.QuantizerNeedsHessian, error.Code);
+        Assert.Contains("conv1.weight", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void An_unreachable_budget_is_QT1601()
+    {
+        var options = new QuantizationOptions { Bits = [8], Budget = new BudgetOptions { CompressionRatio = 30 } };
+        var error = Assert.Throws<QuantException>(() => MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, null)));
+        Assert.Equal(ErrorCode.BudgetInfeasible, error.Code);
+    }
+
+    [Fact]
+    public void The_same_inputs_give_the_same_choices_and_symbols()
+    {
+        var options = new QuantizationOptions { Method = QuantizationMethod.Kmeans, Budget = new BudgetOptions { CompressionRatio = 10 } };
+        var inputs = new SearchInputs(options, new PruningOptions { Sparsity = 0.3 }, true, null);
+        var first = MixedPrecisionSearch.Run(_weights, _values, inputs);
+        var second = MixedPrecisionSearch.Run(_weights, _values, inputs, parallelism: 1);
+        Assert.Equal(first.Tensors.Select(t => (t.Bits, t.Bytes)), second.Tensors.Select(t => (t.Bits, t.Bytes)));
+        Assert.Equal(first.Tensors.SelectMany(t => t.Stored.Quantized!.Symbols), second.Tensors.SelectMany(t => t.Stored.Quantized!.Symbols));
+    }
+}
