@@ -61,9 +61,11 @@ internal static class SymbolEncoder
             return best;
         }
 
+        // One histogram serves the ungrouped Huffman code and the zero-run test.
+        var histogram = Histogram(symbols, bits);
         for (var group = 1; group * bits <= 8; group++)
         {
-            var bytes = HuffmanBytes(symbols, bits, group);
+            var bytes = HuffmanBytes(group == 1 ? histogram : Histogram(Grouped(symbols, bits, group), bits * group), symbols.Length);
             if (bytes < best.Bytes)
             {
                 best = new CodingPlan(CoderKind.Huffman, group, 0, bytes);
@@ -71,7 +73,6 @@ internal static class SymbolEncoder
         }
 
         // Zero-run coding only pays when one symbol dominates; skip the pass otherwise.
-        var histogram = Histogram(symbols, bits);
         var runSymbol = ArgMax(histogram);
         if (histogram[runSymbol] * 2 > symbols.Length)
         {
@@ -85,12 +86,11 @@ internal static class SymbolEncoder
         return best;
     }
 
-    private static long HuffmanBytes(ReadOnlySpan<byte> symbols, int bits, int group)
+    private static long HuffmanBytes(long[] histogram, int length)
     {
-        var histogram = Histogram(Grouped(symbols, bits, group), bits * group);
-        if (symbols.Length == 0)
+        if (length == 0)
         {
-            histogram[0] = 1;
+            histogram = [1, .. histogram.AsSpan(1)];
         }
 
         var lengths = HuffmanLengths.Build(histogram, BlobFormat.MaxCodeLength);

@@ -133,6 +133,22 @@ public static class MixedPrecisionSearch
         return (long)Math.Floor(originalBytes / (budget.CompressionRatio ?? 8));
     }
 
+    /// <summary>Whether the policy keeps a tensor in float32 (<c>keep_float</c>).</summary>
+    public static bool KeepsFloat(QuantizationOptions options, WeightTensor weight)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(weight);
+        return options.KeepFloat.Any(p => Glob.IsMatch(p, weight.Name));
+    }
+
+    /// <summary>The first override matching a tensor, or null.</summary>
+    public static OverrideOptions? OverrideFor(QuantizationOptions options, WeightTensor weight)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(weight);
+        return options.Overrides.FirstOrDefault(o => Glob.IsMatch(o.Match, weight.Name));
+    }
+
     /// <summary>A tensor's fixed part of the decision: keep_float, then the first matching override.</summary>
     private sealed record TensorPlan(WeightTensor Weight, int[] Bits, QuantizationMethod Method, double Sensitivity, float[]? Diagonal);
 
@@ -140,12 +156,12 @@ public static class MixedPrecisionSearch
     {
         var analysis = sensitivities?.GetValueOrDefault(weight.Name);
         var sensitivity = analysis?.Sensitivity ?? 1.0;
-        if (options.KeepFloat.Any(p => Glob.IsMatch(p, weight.Name)))
+        if (KeepsFloat(options, weight))
         {
             return new TensorPlan(weight, [], options.Method, sensitivity, null);
         }
 
-        var match = options.Overrides.FirstOrDefault(o => Glob.IsMatch(o.Match, weight.Name));
+        var match = OverrideFor(options, weight);
         var method = match?.Method ?? options.Method;
         if (method == QuantizationMethod.HessianKmeans && analysis?.Diagonal is null)
         {

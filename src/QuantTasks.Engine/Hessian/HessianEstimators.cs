@@ -204,13 +204,4 @@ internal static class HessianEstimators
             return values;
         }).ToArray();
     }
-
-    private static void Normalize(float[] vector)
-    {
-        var norm = Math.Sqrt(vector.Sum(v => (double)v * v));
-        for (var i = 0; i < vector.Length; i++)
-        {
-            vector[i] = (float)(vector[i] / norm);
-        }
-    }
 }

@@ -185,13 +185,13 @@ public sealed class QuantizationPipeline
         }
 
         var quantization = policy.Quantization;
-        var analyzed = weights.Where(w => !quantization.KeepFloat.Any(p => Glob.IsMatch(p, w.Name))).ToArray();
+        var analyzed = weights.Where(w => !MixedPrecisionSearch.KeepsFloat(quantization, w)).ToArray();
         if (analyzed.Length == 0)
         {
             return null;
         }
 
-        var methods = analyzed.Select(w => quantization.Overrides.FirstOrDefault(o => Glob.IsMatch(o.Match, w.Name))?.Method ?? quantization.Method);
+        var methods = analyzed.Select(w => MixedPrecisionSearch.OverrideFor(quantization, w)?.Method ?? quantization.Method);
         var needsDiagonal = methods.Any(TensorQuantizer.UsesHessianDiagonal);
         var method = sensitivity.Method == SensitivityMethod.Trace ? AnalysisMethod.Trace
             : needsDiagonal ? AnalysisMethod.Both : AnalysisMethod.Eigenvalue;
