@@ -119,7 +119,9 @@ internal static class HessianBenchmark
     private static (double Seconds, double PeakMegabytes, Dictionary<string, double> Traces) RunSelf(int probes, int samples)
     {
         var assembly = typeof(HessianBenchmark).Assembly.Location;
-        var (seconds, output) = Run(Environment.ProcessPath!, $"\"{assembly}\" hessian-once {probes} {samples}");
+        // Through the dotnet host: under `dotnet run` this process is the app host, which takes no assembly path.
+        var host = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
+        var (seconds, output) = Run(host, $"\"{assembly}\" hessian-once {probes} {samples}");
         using var json = JsonDocument.Parse(output);
         var traces = json.RootElement.GetProperty("traces").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetDouble());
         return (seconds, json.RootElement.GetProperty("peak_kb").GetInt64() / 1024.0, traces);

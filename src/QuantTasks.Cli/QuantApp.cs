@@ -30,6 +30,7 @@ internal static class QuantApp
         root.Add(QuantizeCommand.Create(console));
         root.Add(DecodeCommand.Create(console));
         root.Add(EvalCommand.Create(console));
+        root.Add(CacheCommand.Create(console));
 
         var parse = root.Parse(args);
         console.Verbose = parse.GetValue(verbose);

@@ -35,11 +35,15 @@ internal static class NpzWriter
 
     public static void Write(string path, params (string Name, byte[] Bytes)[] members)
     {
-        using var zip = ZipFile.Open(path, ZipArchiveMode.Create);
+        using var file = File.Create(path);
+        using var zip = new ZipArchive(file, ZipArchiveMode.Create);
         foreach (var (name, bytes) in members)
         {
-            using var entry = zip.CreateEntry(name + ".npy").Open();
-            entry.Write(bytes);
+            // A fixed timestamp: equal arrays give byte-identical archives (the sample's trainer commits its files).
+            var entry = zip.CreateEntry(name + ".npy", CompressionLevel.SmallestSize);
+            entry.LastWriteTime = new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
+            using var stream = entry.Open();
+            stream.Write(bytes);
         }
     }
 }

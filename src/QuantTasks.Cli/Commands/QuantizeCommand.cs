@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using QuantTasks.Caching;
 using QuantTasks.Engine.Pipeline;
 using QuantTasks.Policy;
 using QuantTasks.Progress;
@@ -21,22 +22,34 @@ internal static class QuantizeCommand
         var output = new Option<string?>("--out") { Description = "Output folder. Default: quant-out beside the policy." };
         var rootNamespace = new Option<string?>("--root-namespace") { Description = "The consuming project's root namespace; classes go in ROOT.Models. Default: from the policy's folder name." };
         var json = new Option<bool>("--json") { Description = "Write the report's JSON to standard output." };
+        var cacheDirectory = new Option<string?>("--cache-dir") { Description = $"The content-hash cache. Default: ${ContentCache.DirectoryVariable}, else a per-user folder." };
+        var noCache = new Option<bool>("--no-cache") { Description = "Neither read nor fill the cache: compute every model." };
+        var manifest = new Option<string?>("--manifest") { Description = "Also write the list of inputs and outputs the build integration reads (one 'kind<TAB>path' per line)." };
         var command = new Command("quantize", "Compress every model of the policy: blob, generated loader, report.")
         {
             policy,
             output,
             rootNamespace,
             json,
+            cacheDirectory,
+            noCache,
+            manifest,
         };
         command.SetAction(parse =>
         {
             var loaded = PolicyLoader.Load(parse.GetRequiredValue(policy));
             var outDir = parse.GetValue(output) ?? Path.Combine(loaded.Folder, "quant-out");
             var root = parse.GetValue(rootNamespace) ?? NamespaceFromFolder(loaded.Folder);
-            var options = new PipelineOptions(outDir, root);
+            var cache = parse.GetValue(noCache) ? null : new ContentCache(parse.GetValue(cacheDirectory) ?? ContentCache.DefaultRoot());
+            var options = new PipelineOptions(outDir, root, cache);
             var result = console.Human.Profile.Capabilities.Interactive && !parse.GetValue(json)
                 ? WithProgressBar(console, loaded, options)
                 : new QuantizationPipeline(StageNotes(console), console.Note).Run(loaded, options);
+
+            if (parse.GetValue(manifest) is { } manifestPath)
+            {
+                BuildManifest.Write(manifestPath, loaded, result, outDir);
+            }
 
             if (parse.GetValue(json))
             {
@@ -103,7 +116,8 @@ internal static class QuantizeCommand
     {
         foreach (var model in report.Models)
         {
-            output.MarkupLineInterpolated($"[bold]{model.Name}[/]: {model.OriginalBytes:N0} B of float32 weights -> {model.CompressedBytes:N0} B ([bold]{model.CompressionRatio:0.0}x[/], {model.AverageBits:0.00} bits/weight)");
+            var origin = model.CacheHit ? " (from the cache)" : "";
+            output.MarkupLineInterpolated($"[bold]{model.Name}[/]: {model.OriginalBytes:N0} B of float32 weights -> {model.CompressedBytes:N0} B ([bold]{model.CompressionRatio:0.0}x[/], {model.AverageBits:0.00} bits/weight){origin}");
             if (model.Accuracy is { } a)
             {
                 var verdict = a.Passed ? "[green]passed[/]" : "[red]FAILED[/]";

@@ -82,6 +82,9 @@ public enum ErrorCode
     /// <summary>CUDA was asked for and TorchSharp reports none.</summary>
     CudaUnavailable = 1402,
 
+    /// <summary>The build could not restore the packages the engine needs (reported by the MSBuild task).</summary>
+    EngineDependenciesUnavailable = 1403,
+
     /// <summary>A file given as a blob is not a valid QuantTasks blob: corrupt, truncated or of a newer format.</summary>
     BlobInvalid = 1501,
 
@@ -99,6 +102,12 @@ public enum ErrorCode
 
     /// <summary>A bug in QuantTasks; the message says what to report.</summary>
     Internal = 3001,
+
+    /// <summary>The QuantTasks package is incomplete: its engine is missing (reported by the MSBuild task).</summary>
+    EngineMissing = 3002,
+
+    /// <summary>The engine's manifest in obj/ holds a line this task does not understand (a warning; the engine runs again).</summary>
+    ManifestUnreadable = 3003,
 }
 
 /// <summary>Exit codes of the <c>dotnet quant</c> command line, as the product contract defines them.</summary>

@@ -10,6 +10,26 @@ public static class AtomicFile
     public static void WriteAllText(string path, string text) =>
         WriteAllBytes(path, new System.Text.UTF8Encoding(false).GetBytes(text));
 
+    /// <summary>
+    /// Writes <paramref name="bytes"/> atomically unless the file already holds exactly them, so that outputs
+    /// which did not change keep their timestamps and the build steps downstream of them stay up to date.
+    /// </summary>
+    /// <returns>Whether the file was written.</returns>
+    public static bool WriteIfChanged(string path, ReadOnlySpan<byte> bytes)
+    {
+        if (File.Exists(path) && new FileInfo(path).Length == bytes.Length && bytes.SequenceEqual(File.ReadAllBytes(path)))
+        {
+            return false;
+        }
+
+        WriteAllBytes(path, bytes);
+        return true;
+    }
+
+    /// <summary>Text (UTF-8, no byte-order mark) through <see cref="WriteIfChanged(string, ReadOnlySpan{byte})"/>.</summary>
+    public static bool WriteIfChanged(string path, string text) =>
+        WriteIfChanged(path, new System.Text.UTF8Encoding(false).GetBytes(text));
+
     /// <summary>Writes <paramref name="bytes"/> to <paramref name="path"/> atomically.</summary>
     public static void WriteAllBytes(string path, ReadOnlySpan<byte> bytes)
     {

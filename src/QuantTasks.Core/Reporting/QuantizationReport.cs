@@ -73,6 +73,8 @@ public sealed record QuantizationReport(IReadOnlyList<ModelReport> Models)
         var text = new StringBuilder();
         void Line(string line = "") => text.Append(line).Append('\n');
         Line("# QuantTasks report");
+        Line();
+        Line("![Bits and sensitivity per tensor](report.svg)");
         foreach (var model in Models)
         {
             Line();

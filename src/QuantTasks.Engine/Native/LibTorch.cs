@@ -170,13 +170,23 @@ public static class LibTorch
             AppContext.BaseDirectory,
             Path.GetDirectoryName(typeof(torch).Assembly.Location) ?? AppContext.BaseDirectory,
         };
-        var searchPaths = (AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") as string ?? "")
-            .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries);
         return folders.SelectMany(f => new[] { Path.Combine(f, "runtimes", rid, "native"), f })
-            .Concat(searchPaths)
+            .Concat(HostNativeSearchDirectories())
             .Select(f => Path.Combine(f, GlueLibrary))
             .FirstOrDefault(File.Exists);
     }
+
+    /// <summary>The folder given first, then the native folders the .NET host resolved from the deps file.</summary>
+    private static IEnumerable<string> NativeSearchFolders(string first) =>
+        new[] { first }.Concat(HostNativeSearchDirectories());
+
+    /// <summary>
+    /// Where the .NET host found native assets: the app folder for a build output, the package folders in the
+    /// NuGet cache when the engine runs with <c>--additionalprobingpath</c> (how the QuantTasks package runs it).
+    /// </summary>
+    private static string[] HostNativeSearchDirectories() =>
+        (AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") as string ?? "")
+            .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries);
 
     private static string LoadPatchedGlue()
     {
@@ -185,9 +195,15 @@ public static class LibTorch
             + "Restore and build again so that the TorchSharp-cpu package's native files are copied.");
         var patched = PatchedCopy(original, CacheRoot());
 
-        // The copy's RUNPATH ($ORIGIN) no longer finds libtorch; load libtorch from the original folder first so
-        // that the copy's dependencies resolve to the already-loaded libraries by their sonames.
-        NativeLibrary.Load(Path.Combine(Path.GetDirectoryName(original)!, "libtorch.so"));
+        // The copy's RUNPATH ($ORIGIN) no longer finds libtorch; load libtorch first so that the copy's
+        // dependencies resolve to the already-loaded libraries by their sonames. libtorch sits beside the glue
+        // library in a build output, and in its own package folder when the engine runs from the NuGet cache.
+        var libtorch = NativeSearchFolders(Path.GetDirectoryName(original)!)
+            .Select(f => Path.Combine(f, "libtorch.so"))
+            .FirstOrDefault(File.Exists) ?? throw new QuantException(ErrorCode.TorchUnavailable,
+                $"libtorch.so is neither beside {original} nor in the native folders the .NET host resolved. "
+                + "Restore again so that the libtorch-cpu package's native files are present.");
+        NativeLibrary.Load(libtorch);
         var handle = NativeLibrary.Load(patched);
         NativeLibrary.SetDllImportResolver(typeof(torch).Assembly, (name, _, _) =>
             name.Contains("LibTorchSharp", StringComparison.Ordinal) ? handle : IntPtr.Zero);

@@ -28,7 +28,8 @@ public sealed record PipelineProgress(string Model, string Stage, double Fractio
 /// <summary>Where the pipeline writes, and what it names the generated code after.</summary>
 /// <param name="OutputDirectory">Blob, generated C#, report.json and report.md go here.</param>
 /// <param name="RootNamespace">The consuming project's root namespace; generated classes go in <c>{root}.Models</c> unless the policy names a namespace.</param>
-public sealed record PipelineOptions(string OutputDirectory, string RootNamespace);
+/// <param name="Cache">The content-hash cache to consult and fill; null to always compute.</param>
+public sealed record PipelineOptions(string OutputDirectory, string RootNamespace, ContentCache? Cache = null);
 
 /// <summary>What a run produced: every model's artifacts, the report, and the accuracy gate's verdicts.</summary>
 /// <param name="Models">Per model.</param>
@@ -50,7 +51,9 @@ public sealed record PipelineResult(IReadOnlyList<ModelArtifacts> Models, Quanti
 /// <param name="Report">The model's report entry.</param>
 /// <param name="BlobPath">The blob file.</param>
 /// <param name="CodePath">The generated C# file.</param>
-public sealed record ModelArtifacts(ModelReport Report, string BlobPath, string CodePath);
+/// <param name="Namespace">The generated class's namespace (the blob's resource name starts with it).</param>
+/// <param name="Inputs">Every file the result depends on: the model, its external data, the data files.</param>
+public sealed record ModelArtifacts(ModelReport Report, string BlobPath, string CodePath, string Namespace, IReadOnlyList<string> Inputs);
 
 /// <summary>
 /// The whole job for a policy, one model at a time: load the model and its weight catalog, measure each tensor's
@@ -63,6 +66,9 @@ public sealed class QuantizationPipeline
     /// <summary>The tool version stamped into blobs, generated code and content hashes.</summary>
     public static readonly string ToolVersion =
         typeof(QuantizationPipeline).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+
+    /// <summary>The report files written beside the blobs, whether or not the accuracy gate passed.</summary>
+    public static IReadOnlyList<string> ReportFiles { get; } = ["report.json", "report.md", "report.svg"];
 
     private readonly IProgress<PipelineProgress>? _progress;
     private readonly Action<string>? _note;
@@ -87,6 +93,7 @@ public sealed class QuantizationPipeline
         var report = new QuantizationReport(artifacts.Select(a => a.Report).ToArray());
         AtomicFile.WriteAllText(Path.Combine(options.OutputDirectory, "report.json"), report.ToJson());
         AtomicFile.WriteAllText(Path.Combine(options.OutputDirectory, "report.md"), report.ToMarkdown());
+        AtomicFile.WriteAllText(Path.Combine(options.OutputDirectory, "report.svg"), ReportChart.ToSvg(report));
 
         var failures = artifacts
             .Where(a => a.Report.Accuracy is { Passed: false })
@@ -103,8 +110,29 @@ public sealed class QuantizationPipeline
         var modelPath = loaded.Resolve(modelOptions.Path);
         Report(name, "load", 0);
         var model = OnnxModel.Load(modelPath);
+        var @namespace = modelOptions.Namespace ?? options.RootNamespace + ".Models";
+        var inputs = InputFiles(loaded, model);
+        var hash = Hash(loaded, modelOptions, model, @namespace);
+        var key = Convert.ToHexStringLower(hash);
+        var blobPath = Path.Combine(options.OutputDirectory, LoaderGenerator.BlobFileName(name));
+        var codePath = Path.Combine(options.OutputDirectory, LoaderGenerator.ClassName(name) + ".g.cs");
+        if (options.Cache?.TryGet(key, _note) is { } cached)
+        {
+            Report(name, "cache hit", 0.9);
+            AtomicFile.WriteIfChanged(blobPath, cached.Blob);
+            AtomicFile.WriteIfChanged(codePath, cached.Code);
+            var fromCache = JsonSerializer.Deserialize<ModelReport>(cached.Report, QuantizationReport.JsonOptions)! with
+            {
+                Source = modelPath,
+                Blob = blobPath,
+                Seconds = Math.Round(clock.Elapsed.TotalSeconds, 3),
+                CacheHit = true,
+            };
+            Report(name, "done", 1);
+            return new ModelArtifacts(fromCache, blobPath, codePath, @namespace, inputs);
+        }
+
         var weights = WeightCatalog.Find(model);
-        var hash = Hash(loaded, modelOptions, model);
 
         var values = weights.Select(w => model.ReadFloats(model.FindTensor(w.Name)!)).ToArray();
         var sensitivities = Analyze(loaded, modelOptions, model, weights, name);
@@ -132,8 +160,7 @@ public sealed class QuantizationPipeline
             }
         }
 
-        var blobPath = Path.Combine(options.OutputDirectory, LoaderGenerator.BlobFileName(name));
-        AtomicFile.WriteAllBytes(blobPath, blob.Bytes);
+        AtomicFile.WriteIfChanged(blobPath, blob.Bytes);
 
         Report(name, "evaluate", 0.8);
         var accuracy = policy.Data.Evaluation is { } evaluation
@@ -163,12 +190,12 @@ public sealed class QuantizationPipeline
             false,
             accuracy,
             tensors,
-            Convert.ToHexStringLower(hash));
-        var @namespace = modelOptions.Namespace ?? options.RootNamespace + ".Models";
-        var codePath = Path.Combine(options.OutputDirectory, LoaderGenerator.ClassName(name) + ".g.cs");
-        AtomicFile.WriteAllText(codePath, LoaderGenerator.Generate(@namespace, report, ToolVersion));
+            key);
+        var code = LoaderGenerator.Generate(@namespace, report, ToolVersion);
+        AtomicFile.WriteIfChanged(codePath, code);
+        options.Cache?.Put(key, new CachedResult(name, blob.Bytes, code, JsonSerializer.Serialize(report, QuantizationReport.JsonOptions)), _note);
         Report(name, "done", 1);
-        return new ModelArtifacts(report, blobPath, codePath);
+        return new ModelArtifacts(report, blobPath, codePath, @namespace, inputs);
     }
 
     /// <summary>
@@ -226,13 +253,45 @@ public sealed class QuantizationPipeline
         return new AccuracyReport(metric, before, after, drop, options.MaxDrop, drop <= options.MaxDrop + 1e-9, baseline.Samples);
     }
 
-    private static byte[] Hash(LoadedPolicy loaded, ModelOptions modelOptions, OnnxModel model)
+    /// <summary>The model, its external data files and the data files: what a build must watch for changes.</summary>
+    private static string[] InputFiles(LoadedPolicy loaded, OnnxModel model)
+    {
+        var folder = Path.GetDirectoryName(model.FullPath)!;
+        var data = new[] { loaded.Policy.Data.Calibration, loaded.Policy.Data.Evaluation }
+            .OfType<string>()
+            .Select(loaded.Resolve);
+        return new[] { model.FullPath }
+            .Concat(model.ExternalDataLocations.Select(l => Path.GetFullPath(Path.Combine(folder, l))))
+            .Concat(data)
+            .Distinct(StringComparer.Ordinal)
+            .ToArray();
+    }
+
+    /// <summary>
+    /// The engine's own identity for content hashes: its version and the bytes of the assemblies that compute
+    /// a result, so that a changed engine never reuses another engine's entries even when the version number
+    /// did not move (builds are deterministic, so an unchanged engine keeps its fingerprint).
+    /// </summary>
+    private static readonly Lazy<string> s_engineFingerprint = new(() =>
+    {
+        var hash = new ContentHash().Add("version", ToolVersion);
+        foreach (var assembly in new[] { typeof(QuantizationPipeline).Assembly, typeof(ContentHash).Assembly, typeof(QuantBlob).Assembly })
+        {
+            hash.AddFile(assembly.GetName().Name!, assembly.Location.Length > 0 ? assembly.Location : null);
+        }
+
+        return Convert.ToHexStringLower(hash.Finish());
+    });
+
+    private static byte[] Hash(LoadedPolicy loaded, ModelOptions modelOptions, OnnxModel model, string @namespace)
     {
         // The policy without its model list: another model's entry does not change this model's result.
         var policy = JsonSerializer.SerializeToNode(loaded.Policy, PolicyLoader.BindingOptions)!.AsObject();
         policy.Remove("models");
         var hash = new ContentHash()
             .Add("tool", ToolVersion)
+            .Add("engine", s_engineFingerprint.Value)
+            .Add("namespace", @namespace)
             .AddFile("model", model.FullPath)
             .Add("model-options", JsonSerializer.Serialize(modelOptions, PolicyLoader.BindingOptions))
             .Add("policy", policy.ToJsonString())

@@ -1,0 +1,132 @@
+using System;
+using System.IO;
+using Microsoft.Build.Framework;
+using Microsoft.Build.Utilities;
+
+namespace QuantTasks.Build;
+
+/// <summary>
+/// Runs <c>dotnet-quant quantize</c> for a project's policy, out of process, and reports its QTnnnn diagnostics
+/// as MSBuild errors. The engine prints errors in MSBuild's canonical form (<c>file(line,col): error QT1102: ...</c>),
+/// so <see cref="ToolTask"/>'s own parsing turns them into errors with file and line; every other line it prints
+/// (one per stage) becomes a message.
+/// </summary>
+public sealed class QuantCompress : ToolTask
+{
+    /// <summary>The policy file (<c>quant.yaml</c>).</summary>
+    [Required]
+    public string PolicyPath { get; set; } = "";
+
+    /// <summary>Where blobs, loaders and reports go (under <c>$(IntermediateOutputPath)</c>).</summary>
+    [Required]
+    public string OutputDirectory { get; set; } = "";
+
+    /// <summary>The list of inputs and outputs the engine writes for <see cref="ReadQuantManifest"/>.</summary>
+    [Required]
+    public string ManifestPath { get; set; } = "";
+
+    /// <summary>The folder holding <c>dotnet-quant.dll</c> with its deps.json and runtimeconfig.json.</summary>
+    [Required]
+    public string EngineDirectory { get; set; } = "";
+
+    /// <summary>Generated classes go in <c>{RootNamespace}.Models</c> unless the policy names a namespace.</summary>
+    public string RootNamespace { get; set; } = "";
+
+    /// <summary>The content-hash cache folder; empty for the engine's per-user default.</summary>
+    public string CacheDirectory { get; set; } = "";
+
+    /// <summary>False to compute every model without reading or filling the cache.</summary>
+    public bool UseCache { get; set; } = true;
+
+    /// <summary>
+    /// The NuGet global packages folder. The engine's third-party assemblies and native libraries are resolved
+    /// from it by the .NET host; with <see cref="RestoreEngineDependencies"/> they are restored into it first.
+    /// </summary>
+    public string PackageRoot { get; set; } = "";
+
+    /// <summary>Restore the packages the engine's deps.json names, when some are missing from <see cref="PackageRoot"/>.</summary>
+    public bool RestoreEngineDependencies { get; set; }
+
+    /// <summary>A scratch folder for the engine's dependency restore.</summary>
+    public string IntermediateDirectory { get; set; } = "";
+
+    /// <summary>The <c>dotnet</c> host; empty for the one running this build.</summary>
+    public string DotNetHostPath { get; set; } = "";
+
+    /// <inheritdoc />
+    protected override string ToolName => "dotnet";
+
+    private string EngineAssembly => Path.Combine(EngineDirectory, "dotnet-quant.dll");
+
+    /// <inheritdoc />
+    public override bool Execute()
+    {
+        if (!File.Exists(EngineAssembly))
+        {
+            Log.LogError(null, "QT3002", null, PolicyPath, 0, 0, 0, 0,
+                "The QuantTasks engine is missing: {0} does not exist. Restore the QuantTasks package again, or set QuantEngineDirectory.", EngineAssembly);
+            return false;
+        }
+
+        if (RestoreEngineDependencies && !string.IsNullOrEmpty(PackageRoot))
+        {
+            var restore = new EngineDependencies(Path.Combine(EngineDirectory, "dotnet-quant.deps.json"), PackageRoot, Log);
+            if (!restore.Ensure(GenerateFullPathToTool(), string.IsNullOrEmpty(IntermediateDirectory) ? OutputDirectory : IntermediateDirectory))
+            {
+                return false;
+            }
+        }
+
+        return base.Execute();
+    }
+
+    /// <inheritdoc />
+    protected override string GenerateFullPathToTool()
+    {
+        if (!string.IsNullOrEmpty(DotNetHostPath))
+        {
+            return DotNetHostPath;
+        }
+
+        // Set by the dotnet CLI for the MSBuild it runs; the same host runs the engine.
+        var host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH");
+        return string.IsNullOrEmpty(host) ? "dotnet" : host!;
+    }
+
+    /// <inheritdoc />
+    protected override string GenerateCommandLineCommands()
+    {
+        var args = new CommandLineBuilder();
+        args.AppendSwitch("exec");
+        args.AppendSwitchIfNotNull("--runtimeconfig ", Path.Combine(EngineDirectory, "dotnet-quant.runtimeconfig.json"));
+        args.AppendSwitchIfNotNull("--depsfile ", Path.Combine(EngineDirectory, "dotnet-quant.deps.json"));
+        if (!string.IsNullOrEmpty(PackageRoot))
+        {
+            args.AppendSwitchIfNotNull("--additionalprobingpath ", PackageRoot.TrimEnd('/', '\\'));
+        }
+
+        args.AppendFileNameIfNotNull(EngineAssembly);
+        args.AppendSwitch("quantize");
+        args.AppendSwitchIfNotNull("--policy ", PolicyPath);
+        args.AppendSwitchIfNotNull("--out ", OutputDirectory.TrimEnd('/', '\\'));
+        args.AppendSwitchIfNotNull("--manifest ", ManifestPath);
+        if (!string.IsNullOrEmpty(RootNamespace))
+        {
+            args.AppendSwitchIfNotNull("--root-namespace ", RootNamespace);
+        }
+
+        if (!UseCache)
+        {
+            args.AppendSwitch("--no-cache");
+        }
+        else if (!string.IsNullOrEmpty(CacheDirectory))
+        {
+            args.AppendSwitchIfNotNull("--cache-dir ", CacheDirectory.TrimEnd('/', '\\'));
+        }
+
+        return args.ToString();
+    }
+
+    /// <inheritdoc />
+    protected override void LogToolCommand(string message) => Log.LogMessage(MessageImportance.Low, "QuantTasks engine: {0}", message);
+}
