@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Globalization;
 using System.IO;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
@@ -17,6 +18,13 @@ public sealed class ReadQuantManifest : Microsoft.Build.Utilities.Task
     [Required]
     public string ManifestPath { get; set; } = "";
 
+    /// <summary>
+    /// The stamp of the engine's last successful run. Removed when an input's size or last-write time differs
+    /// from what the engine saw, so that a file replaced by an older one (a copy that kept its timestamp) still
+    /// runs the engine again.
+    /// </summary>
+    public string StampPath { get; set; } = "";
+
     /// <summary>Files the engine read: the policy, models, external data, data files.</summary>
     [Output]
     public ITaskItem[] Inputs { get; private set; } = [];
@@ -33,6 +41,14 @@ public sealed class ReadQuantManifest : Microsoft.Build.Utilities.Task
     [Output]
     public ITaskItem[] Reports { get; private set; } = [];
 
+    private static bool Changed(string path, string size, string ticks)
+    {
+        var file = new FileInfo(path);
+        return !file.Exists
+            || file.Length.ToString(CultureInfo.InvariantCulture) != size
+            || file.LastWriteTimeUtc.Ticks.ToString(CultureInfo.InvariantCulture) != ticks;
+    }
+
     /// <inheritdoc />
     public override bool Execute()
     {
@@ -46,6 +62,7 @@ public sealed class ReadQuantManifest : Microsoft.Build.Utilities.Task
         var resources = new List<ITaskItem>();
         var reports = new List<ITaskItem>();
         var number = 0;
+        string? changed = null;
         foreach (var line in File.ReadAllLines(ManifestPath))
         {
             number++;
@@ -57,8 +74,13 @@ public sealed class ReadQuantManifest : Microsoft.Build.Utilities.Task
             var fields = line.Split('\t');
             switch (fields[0])
             {
-                case "input" when fields.Length == 2:
+                case "input" when fields.Length is 2 or 4:
                     inputs.Add(new TaskItem(fields[1]));
+                    if (fields.Length == 4 && Changed(fields[1], fields[2], fields[3]))
+                    {
+                        changed = fields[1];
+                    }
+
                     break;
                 case "compile" when fields.Length == 2:
                     compile.Add(new TaskItem(fields[1]));
@@ -78,6 +100,12 @@ public sealed class ReadQuantManifest : Microsoft.Build.Utilities.Task
                     File.Delete(ManifestPath);
                     return true;
             }
+        }
+
+        if (changed is not null && StampPath.Length > 0 && File.Exists(StampPath))
+        {
+            Log.LogMessage(MessageImportance.Normal, "QuantTasks: {0} is not the file the engine last read; it runs again.", changed);
+            File.Delete(StampPath);
         }
 
         Inputs = inputs.ToArray();

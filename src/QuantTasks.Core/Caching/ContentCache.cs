@@ -35,7 +35,7 @@ public sealed class ContentCache
     private const int FormatVersion = 1;
     private const string ManifestName = "manifest.json";
     private const string BlobName = "model.qtblob";
-    private const string CodeName = "loader.g.cs";
+    private const string CodeName = "loader.cs.cached"; // not *.cs: a cache inside a project folder must not be compiled
     private const string ReportName = "report.json";
 
     private static readonly JsonSerializerOptions s_json = new()

@@ -11,6 +11,25 @@ namespace QuantTasks.Policy;
 /// <param name="Policy">The typed options.</param>
 public sealed record LoadedPolicy(string Path, QuantPolicy Policy)
 {
+    /// <summary>Where each key and value of the policy file is, for errors that point at one.</summary>
+    internal YamlJson? Document { get; init; }
+
+    /// <summary>
+    /// The policy file with the line and column of the value at a JSON pointer (<c>/accuracy/max_drop</c>), or of
+    /// the nearest enclosing value that is written out, so that errors found late still point at the setting
+    /// to change.
+    /// </summary>
+    public SourceLocation Locate(string jsonPointer)
+    {
+        if (Document is null)
+        {
+            return new SourceLocation(Path);
+        }
+
+        var position = Document.ValuePosition(jsonPointer);
+        return new SourceLocation(Path, position.Line, position.Column);
+    }
+
     /// <summary>The folder that the policy's relative paths are relative to.</summary>
     public string Folder => System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(Path))!;
 
@@ -91,7 +110,7 @@ public static class PolicyLoader
                 $"The policy's value at {e.Path} cannot be read: {e.Message}", new SourceLocation(path, at.Line, at.Column), e)]);
         }
 
-        var loaded = new LoadedPolicy(path, policy);
+        var loaded = new LoadedPolicy(path, policy) { Document = document };
         var semantic = CheckFiles(loaded, document).Concat(CheckConsistency(loaded, document)).ToList();
         if (semantic.Count > 0)
         {

@@ -38,6 +38,7 @@ public sealed record AccuracyReport(string Metric, double Baseline, double Quant
 /// <param name="Accuracy">The gate's figures, when evaluation data is given.</param>
 /// <param name="Tensors">Per tensor.</param>
 /// <param name="ContentHash">Hex SHA-256 of the inputs.</param>
+/// <param name="Stages">Seconds per pipeline stage (load, analyze, search, encode, evaluate, generate; "cache hit" when cached).</param>
 public sealed record ModelReport(
     string Name,
     string Source,
@@ -50,7 +51,8 @@ public sealed record ModelReport(
     bool CacheHit,
     AccuracyReport? Accuracy,
     IReadOnlyList<TensorReport> Tensors,
-    string ContentHash);
+    string ContentHash,
+    IReadOnlyDictionary<string, double>? Stages = null);
 
 /// <summary><c>report.json</c> and <c>report.md</c>.</summary>
 /// <param name="Models">Every model of the policy.</param>
@@ -85,6 +87,12 @@ public sealed record QuantizationReport(IReadOnlyList<ModelReport> Models)
             {
                 Line();
                 Line(Invariant($"Accuracy ({a.Metric}, {a.Samples} samples): float {a.Baseline:0.00}%, quantized {a.Quantized:0.00}%, drop {a.Drop:0.00} pp (limit {a.MaxDrop:0.00} pp): **{(a.Passed ? "passed" : "FAILED")}**."));
+            }
+
+            if (model.Stages is { Count: > 0 } stages)
+            {
+                Line();
+                Line("Time per stage: " + string.Join(", ", stages.Select(s => Invariant($"{s.Key} {s.Value:0.00} s"))) + ".");
             }
 
             Line();

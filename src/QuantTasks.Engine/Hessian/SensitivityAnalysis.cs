@@ -101,7 +101,7 @@ public static class SensitivityAnalysis
         ArgumentNullException.ThrowIfNull(weights);
         ArgumentNullException.ThrowIfNull(options);
         clock ??= Stopwatch.StartNew();
-        LibTorch.EnsureLoaded();
+        LibTorch.EnsureLoaded(note);
         var device = SelectDevice(options.Device, note);
         if (weights.Count == 0)
         {

@@ -63,7 +63,8 @@ public static class LibTorch
     /// Safe to call any number of times from any thread.
     /// </summary>
     /// <exception cref="QuantException"><see cref="ErrorCode.TorchUnavailable"/>: libtorch cannot be loaded here, with the reason.</exception>
-    public static void EnsureLoaded()
+    /// <param name="note">Hears of a first-use restore of libtorch from NuGet (the tool package carries none).</param>
+    public static void EnsureLoaded(Action<string>? note = null)
     {
         lock (s_gate)
         {
@@ -75,9 +76,22 @@ public static class LibTorch
             var how = "TorchSharp's own loader";
             try
             {
-                if (OperatingSystem.IsLinux() && !HostLibStdCxxProvides(MissingVersion))
+                var needsPatch = OperatingSystem.IsLinux() && !HostLibStdCxxProvides(MissingVersion);
+                var glueBeside = FindOriginalGlue();
+                var libtorchBeside = glueBeside is null ? null : NativeSearchFolders(Path.GetDirectoryName(glueBeside)!)
+                    .FirstOrDefault(f => File.Exists(Path.Combine(f, NativePackages.FileNames.Torch)));
+                if (glueBeside is not null && libtorchBeside is not null)
                 {
-                    how = LoadPatchedGlue();
+                    if (needsPatch)
+                    {
+                        how = LoadGlue(glueBeside, libtorchBeside, patch: true);
+                    }
+                }
+                else
+                {
+                    // The tool package carries TorchSharp's glue but not libtorch: take libtorch from the NuGet cache.
+                    var (glue, libtorch) = NativePackages.Locate(note);
+                    how = "NuGet cache: " + LoadGlue(glueBeside ?? Path.Combine(glue, NativePackages.FileNames.Glue), libtorch, needsPatch);
                 }
 
                 // Any call initializes TorchSharp's native backend; a failure surfaces here, not mid-analysis.
@@ -172,7 +186,7 @@ public static class LibTorch
         };
         return folders.SelectMany(f => new[] { Path.Combine(f, "runtimes", rid, "native"), f })
             .Concat(HostNativeSearchDirectories())
-            .Select(f => Path.Combine(f, GlueLibrary))
+            .Select(f => Path.Combine(f, NativePackages.FileNames.Glue))
             .FirstOrDefault(File.Exists);
     }
 
@@ -188,20 +202,18 @@ public static class LibTorch
         (AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") as string ?? "")
             .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries);
 
-    private static string LoadPatchedGlue()
+    /// <summary>Loads libtorch, then the glue library (a patched copy where the host needs one), and points TorchSharp at it.</summary>
+    private static string LoadGlue(string original, string libtorchFolder, bool patch)
     {
-        var original = FindOriginalGlue() ?? throw new QuantException(ErrorCode.TorchUnavailable,
-            $"TorchSharp's native library {GlueLibrary} is not next to the application ({AppContext.BaseDirectory}). "
-            + "Restore and build again so that the TorchSharp-cpu package's native files are copied.");
-        var patched = PatchedCopy(original, CacheRoot());
+        var patched = patch ? PatchedCopy(original, CacheRoot()) : original;
 
         // The copy's RUNPATH ($ORIGIN) no longer finds libtorch; load libtorch first so that the copy's
         // dependencies resolve to the already-loaded libraries by their sonames. libtorch sits beside the glue
         // library in a build output, and in its own package folder when the engine runs from the NuGet cache.
-        var libtorch = NativeSearchFolders(Path.GetDirectoryName(original)!)
-            .Select(f => Path.Combine(f, "libtorch.so"))
+        var libtorch = NativeSearchFolders(libtorchFolder)
+            .Select(f => Path.Combine(f, NativePackages.FileNames.Torch))
             .FirstOrDefault(File.Exists) ?? throw new QuantException(ErrorCode.TorchUnavailable,
-                $"libtorch.so is neither beside {original} nor in the native folders the .NET host resolved. "
+                $"libtorch is neither in {libtorchFolder} nor in the native folders the .NET host resolved. "
                 + "Restore again so that the libtorch-cpu package's native files are present.");
         NativeLibrary.Load(libtorch);
         var handle = NativeLibrary.Load(patched);

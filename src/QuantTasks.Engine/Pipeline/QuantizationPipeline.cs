@@ -71,6 +71,10 @@ public sealed class QuantizationPipeline
     public static IReadOnlyList<string> ReportFiles { get; } = ["report.json", "report.md", "report.svg"];
 
     private readonly IProgress<PipelineProgress>? _progress;
+    private readonly Lock _stageGate = new();
+    private readonly Stopwatch _stageClock = new();
+    private string? _stage;
+    private Dictionary<string, double> _stageSeconds = new(StringComparer.Ordinal);
     private readonly Action<string>? _note;
 
     /// <summary>Creates the pipeline; <paramref name="progress"/> hears of each stage, <paramref name="note"/> of remarks for people.</summary>
@@ -105,6 +109,7 @@ public sealed class QuantizationPipeline
     private ModelArtifacts RunModel(LoadedPolicy loaded, ModelOptions modelOptions, PipelineOptions options)
     {
         var clock = Stopwatch.StartNew();
+        StartStages();
         var policy = loaded.Policy;
         var name = PolicyLoader.ModelName(modelOptions);
         var modelPath = loaded.Resolve(modelOptions.Path);
@@ -129,6 +134,7 @@ public sealed class QuantizationPipeline
                 CacheHit = true,
             };
             Report(name, "done", 1);
+            fromCache = fromCache with { Stages = StageSeconds() };
             return new ModelArtifacts(fromCache, blobPath, codePath, @namespace, inputs);
         }
 
@@ -138,9 +144,19 @@ public sealed class QuantizationPipeline
         var sensitivities = Analyze(loaded, modelOptions, model, weights, name);
 
         Report(name, "search", 0.5);
-        var search = MixedPrecisionSearch.Run(weights, values,
-            new SearchInputs(policy.Quantization, policy.Pruning, policy.Encoding.Entropy == EntropyCoding.Huffman, sensitivities),
-            new SynchronousProgress<double>(f => Report(name, "search", 0.5 + (0.2 * f))));
+        SearchResult search;
+        try
+        {
+            search = MixedPrecisionSearch.Run(weights, values,
+                new SearchInputs(policy.Quantization, policy.Pruning, policy.Encoding.Entropy == EntropyCoding.Huffman, sensitivities),
+                new SynchronousProgress<double>(f => Report(name, "search", 0.5 + (0.2 * f))));
+        }
+        catch (QuantException e) when (e.Location is null && e.Code is ErrorCode.BudgetInfeasible or ErrorCode.QuantizerNeedsHessian)
+        {
+            // The search knows no file; the setting to change is in the policy.
+            var pointer = e.Code == ErrorCode.BudgetInfeasible ? "/quantization/budget" : "/quantization/method";
+            throw new QuantException(e.Code, $"Model {name}: {e.Message}", loaded.Locate(pointer), e);
+        }
         var stored = search.Tensors.Select(d => d.Stored).ToArray();
 
         Report(name, "encode", 0.7);
@@ -191,10 +207,11 @@ public sealed class QuantizationPipeline
             accuracy,
             tensors,
             key);
+        Report(name, "done", 1);
+        report = report with { Stages = StageSeconds() };
         var code = LoaderGenerator.Generate(@namespace, report, ToolVersion);
         AtomicFile.WriteIfChanged(codePath, code);
         options.Cache?.Put(key, new CachedResult(name, blob.Bytes, code, JsonSerializer.Serialize(report, QuantizationReport.JsonOptions)), _note);
-        Report(name, "done", 1);
         return new ModelArtifacts(report, blobPath, codePath, @namespace, inputs);
     }
 
@@ -312,12 +329,47 @@ public sealed class QuantizationPipeline
         return new QuantException(ErrorCode.AccuracyGateFailed,
             string.Create(CultureInfo.InvariantCulture,
                 $"Model {report.Name} lost {a.Drop:0.00} pp of {a.Metric} ({a.Baseline:0.00}% float, {a.Quantized:0.00}% quantized, {a.Samples} samples); the policy allows {a.MaxDrop:0.00} pp. Raise the budget, keep sensitive tensors at more bits with quantization.overrides, or allow more with accuracy.max_drop."),
-            new SourceLocation(loaded.Path));
+            loaded.Locate("/accuracy/max_drop"));
     }
 
     private static string MethodName(QuantizationMethod method) =>
         JsonNamingPolicy.KebabCaseLower.ConvertName(method.ToString());
 
-    private void Report(string model, string stage, double fraction) =>
+    private void Report(string model, string stage, double fraction)
+    {
+        lock (_stageGate)
+        {
+            if (stage != _stage)
+            {
+                if (_stage is not null && _stage != "done")
+                {
+                    _stageSeconds[_stage] = Math.Round(_stageSeconds.GetValueOrDefault(_stage) + _stageClock.Elapsed.TotalSeconds, 3);
+                }
+
+                _stage = stage;
+                _stageClock.Restart();
+            }
+        }
+
         _progress?.Report(new PipelineProgress(model, stage, fraction));
+    }
+
+    /// <summary>Starts timing a model's stages afresh.</summary>
+    private void StartStages()
+    {
+        lock (_stageGate)
+        {
+            _stage = null;
+            _stageSeconds = new Dictionary<string, double>(StringComparer.Ordinal);
+        }
+    }
+
+    /// <summary>Seconds per stage of the current model, once its last stage has ended.</summary>
+    private Dictionary<string, double> StageSeconds()
+    {
+        lock (_stageGate)
+        {
+            return new Dictionary<string, double>(_stageSeconds, StringComparer.Ordinal);
+        }
+    }
 }

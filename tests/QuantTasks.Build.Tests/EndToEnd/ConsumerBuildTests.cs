@@ -1,0 +1,202 @@
+using System.Text.RegularExpressions;
+using QuantTasks.Caching;
+using QuantTasks.Tests;
+
+namespace QuantTasks.Build.Tests.EndToEnd;
+
+/// <summary>
+/// `dotnet build` of projects outside the repository that reference the packages packed from this checkout:
+/// the user's experience, including the bad inputs a build meets.
+/// </summary>
+[Collection(SharedPackageFeed.Name)]
+public sealed partial class ConsumerBuildTests
+{
+    private const string EngineRan = "QuantTasks: compressing the models of";
+
+    private readonly PackageFeed _feed;
+
+    public ConsumerBuildTests(PackageFeed feed) => _feed = feed;
+
+    [Fact]
+    public void A_consumer_builds_from_the_local_feed_runs_and_skips_the_engine_when_nothing_changed()
+    {
+        using var app = new ConsumerProject(_feed);
+        app.WritePolicy();
+
+        var first = app.Build();
+        Assert.True(first.Exit == 0, first.Output);
+        Assert.Contains(EngineRan, first.Output, StringComparison.Ordinal);
+        Assert.Contains("Digits: analyze", first.Output, StringComparison.Ordinal);
+        Assert.False(app.Report().GetProperty("cache_hit").GetBoolean());
+
+        var run = DotNet.Run(app.Folder, "run", "--no-build");
+        Assert.True(run.Exit == 0, run.Output);
+        Assert.Contains("logits: 10", run.Output, StringComparison.Ordinal);
+        Assert.Matches(@"tensors: fc1\.weight=\d, fc2\.weight=\d, fc3\.weight=\d", run.Output);
+
+        // libtorch stays out of the app: neither the package nor the build copies it.
+        var output = Path.Combine(app.Folder, "bin", "Debug", "net10.0");
+        Assert.Empty(Directory.EnumerateFiles(output, "*torch*", SearchOption.AllDirectories));
+        Assert.True(new FileInfo(_feed.Package("QuantTasks")).Length < 5_000_000, "the QuantTasks package holds no native library");
+        Assert.True(new FileInfo(_feed.Package("dotnet-quant")).Length < 400_000_000);
+        using (var tool = System.IO.Compression.ZipFile.OpenRead(_feed.Package("dotnet-quant")))
+        {
+            Assert.DoesNotContain(tool.Entries, e => e.Name.StartsWith("libtorch", StringComparison.Ordinal) || e.Name == "torch_cpu.dll");
+        }
+
+        var second = app.Build();
+        Assert.True(second.Exit == 0, second.Output);
+        Assert.DoesNotContain(EngineRan, second.Output, StringComparison.Ordinal);
+        Assert.Contains("Skipping target \"QuantCompress\"", second.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_policy_that_cannot_meet_max_drop_fails_the_build_with_QT2001_and_still_writes_the_report()
+    {
+        using var app = new ConsumerProject(_feed);
+        app.WritePolicy(sensitivity: "none", bits: "[1]", averageBits: 1.2, maxDrop: 0);
+
+        var (exit, output) = app.Build();
+
+        Assert.NotEqual(0, exit);
+        // At the line of accuracy.max_drop, which an IDE opens on a click.
+        Assert.Matches(@"quant\.yaml\(19,13\): error QT2001: Model Digits lost \d+\.\d\d pp of top1 \(95\.15% float", output);
+        Assert.False(app.Report().GetProperty("accuracy").GetProperty("passed").GetBoolean());
+        Assert.True(File.Exists(Path.Combine(app.Intermediate, "out", "report.md")));
+        Assert.True(File.Exists(Path.Combine(app.Intermediate, "out", "report.svg")));
+
+        // Failing again on the next build (from the cache), not silently passing.
+        var again = app.Build();
+        Assert.NotEqual(0, again.Exit);
+        Assert.Contains("error QT2001", again.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Without_a_policy_the_package_does_nothing_and_says_so_once()
+    {
+        using var app = new ConsumerProject(_feed, usesModel: false);
+
+        var (exit, output) = app.Build();
+
+        Assert.True(exit == 0, output);
+        Assert.Single(NoPolicy().Matches(output));
+        Assert.DoesNotContain(EngineRan, output, StringComparison.Ordinal);
+        Assert.DoesNotContain(": error", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_policy_naming_a_missing_model_is_an_error_at_its_line_and_column()
+    {
+        using var app = new ConsumerProject(_feed);
+        app.WritePolicy(model: "models/missing.onnx");
+
+        var (exit, output) = app.Build();
+
+        Assert.NotEqual(0, exit);
+        Assert.Matches(@"quant\.yaml\(3,11\): error QT1106: .*missing\.onnx", output);
+    }
+
+    [Fact]
+    public void A_changed_model_is_compressed_again_although_the_cache_holds_the_old_entry()
+    {
+        using var app = new ConsumerProject(_feed);
+        app.WritePolicy(sensitivity: "none");
+        Assert.Equal(0, app.Build().Exit);
+        var before = app.Report();
+
+        // The same file name, another network (LeNet-5 reads the same digits).
+        File.Copy(Fixtures.Model("lenet5.onnx"), Path.Combine(app.Folder, "models", "digits.onnx"), overwrite: true);
+        var (exit, output) = app.Build();
+
+        Assert.True(exit == 0, output);
+        Assert.Contains(EngineRan, output, StringComparison.Ordinal);
+        var after = app.Report();
+        Assert.False(after.GetProperty("cache_hit").GetBoolean());
+        Assert.NotEqual(before.GetProperty("content_hash").GetString(), after.GetProperty("content_hash").GetString());
+        Assert.Contains(after.GetProperty("tensors").EnumerateArray(), t => t.GetProperty("name").GetString() == "conv1.weight");
+        Assert.Equal(2, new ContentCache(app.CacheFolder).List().Count(e => e.Valid));
+
+        // After a clean, the old model's entry is used again once the model is back.
+        File.Copy(Fixtures.Model("mlp.onnx"), Path.Combine(app.Folder, "models", "digits.onnx"), overwrite: true);
+        Assert.Equal(0, DotNet.Run(app.Folder, "clean", "-nodeReuse:false").Exit);
+        Assert.Equal(0, app.Build().Exit);
+        Assert.True(app.Report().GetProperty("cache_hit").GetBoolean());
+        Assert.Equal(before.GetProperty("content_hash").GetString(), app.Report().GetProperty("content_hash").GetString());
+    }
+
+    [Fact]
+    public async Task Two_builds_at_once_sharing_one_cache_both_succeed_and_leave_one_valid_entry()
+    {
+        var cache = Path.Combine(Path.GetTempPath(), "quanttasks-tests", "shared-cache-" + Guid.NewGuid().ToString("N"));
+        using var first = new ConsumerProject(_feed, cache);
+        using var second = new ConsumerProject(_feed, cache);
+        first.WritePolicy(sensitivity: "none");
+        second.WritePolicy(sensitivity: "none");
+        try
+        {
+            var builds = await Task.WhenAll(new[] { first, second }.Select(app => Task.Run(() => app.Build())));
+
+            Assert.All(builds, b => Assert.True(b.Exit == 0, b.Output));
+            var entries = new ContentCache(cache).List();
+            Assert.Single(entries);
+            Assert.True(entries[0].Valid);
+            Assert.Equal(File.ReadAllBytes(Path.Combine(first.Intermediate, "out", "Digits.qtblob")), File.ReadAllBytes(Path.Combine(second.Intermediate, "out", "Digits.qtblob")));
+        }
+        finally
+        {
+            PackageFeed.TryDelete(cache);
+        }
+    }
+
+    [Fact]
+    public void A_build_killed_during_quantization_builds_cleanly_the_next_time()
+    {
+        using var app = new ConsumerProject(_feed);
+        app.WritePolicy();
+
+        var killed = DotNet.Run(app.Folder, ["build", "-tl:off", "-v:n", "-nodeReuse:false", "-p:UseSharedCompilation=false"],
+            line => line.Contains("Digits: analyze", StringComparison.Ordinal));
+        Assert.NotEqual(0, killed.Exit);
+        Assert.False(File.Exists(Path.Combine(app.Intermediate, "quant.stamp")));
+
+        var (exit, output) = app.Build();
+        Assert.True(exit == 0, output);
+        Assert.Contains(EngineRan, output, StringComparison.Ordinal);
+        Assert.All(new ContentCache(app.CacheFolder).List(), e => Assert.True(e.Valid, e.Key));
+        Assert.Equal(0, DotNet.Run(app.Folder, "run", "--no-build").Exit);
+    }
+
+    [Fact]
+    public void Design_time_builds_never_run_the_engine()
+    {
+        using var app = new ConsumerProject(_feed);
+        app.WritePolicy(sensitivity: "none");
+        Assert.Equal(0, DotNet.Run(app.Folder, "restore").Exit);
+
+        // What an IDE asks for: the compiler's command line without compiling, in a design-time build.
+        var (exit, output) = DotNet.Run(app.Folder, "msbuild", "-t:Compile", "-p:DesignTimeBuild=true", "-p:BuildingProject=false",
+            "-p:SkipCompilerExecution=true", "-p:ProvideCommandLineArgs=true", "-tl:off", "-v:n", "-nodeReuse:false");
+
+        Assert.DoesNotContain(EngineRan, output, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(Path.Combine(app.Intermediate, "out")), output);
+        Assert.True(exit == 0 || output.Contains("DigitsModel", StringComparison.Ordinal), output);
+    }
+
+    [Fact]
+    public void Clean_removes_what_the_build_made()
+    {
+        using var app = new ConsumerProject(_feed);
+        app.WritePolicy(sensitivity: "none");
+        Assert.Equal(0, app.Build().Exit);
+        var made = new[] { "out/DigitsModel.g.cs", "out/Digits.qtblob", "out/report.json", "quant.manifest", "quant.stamp" }
+            .Select(f => Path.Combine(app.Intermediate, f)).ToArray();
+        Assert.All(made, f => Assert.True(File.Exists(f), f));
+
+        Assert.Equal(0, DotNet.Run(app.Folder, "clean", "-nodeReuse:false").Exit);
+
+        Assert.All(made, f => Assert.False(File.Exists(f), f));
+    }
+
+    [GeneratedRegex("QuantTasks: no policy at .*quant\\.yaml, so no model is compressed")]
+    private static partial Regex NoPolicy();
+}
