@@ -25,6 +25,7 @@ public static class PolicyTemplate
         Line($"  - path: {Quote(modelPath)}           # relative to this file");
         Line("    # name: Digits                     # generated class DigitsModel; default from the file name");
         Line("    # namespace: MyApp.Models          # default: the project's RootNamespace + .Models");
+        Line("    # output: logits                   # the graph output with the logits; default: the first");
         Line("data:");
         Line(calibration is null
             ? "  # calibration: data/calib.npz       # samples for the Hessian analysis (.npz; labels optional)"
@@ -57,6 +58,7 @@ public static class PolicyTemplate
         Line("  #   - match: \"conv1.*\"");
         Line("  #     bits: 8");
         Line("  search: dp                         # dp (exact) | greedy (HAWQ-V1 order)");
+        Line("  omega: sensitivity                 # sensitivity x squared error (HAWQ) | hessian-diagonal (sum of h_ii x error^2)");
         Line("  ecsq:                              # for method: ecsq");
         Line("    algorithm: iterative             #   iterative (distortion + lambda * code length) | uniform");
         Line("    lambda: 0.005                    #   0 = k-means; larger = fewer bits");
@@ -64,6 +66,7 @@ public static class PolicyTemplate
         Line("pruning:");
         Line("  sparsity: 0.0                      # fraction of smallest weights set to zero; 0 = off");
         Line("  scope: per-tensor                  # per-tensor | global (one magnitude threshold)");
+        Line("  candidates: []                     # e.g. [0, 0.5, 0.7, 0.9]: the search picks each tensor's sparsity too");
         Line("encoding:");
         Line("  entropy: huffman                   # huffman | none");
         Line("accuracy:");

@@ -191,11 +191,28 @@ public sealed class QuantizationOptions
     /// <summary>How bits are allocated under the budget. Default: <see cref="SearchAlgorithm.Dp"/>.</summary>
     public SearchAlgorithm Search { get; init; } = SearchAlgorithm.Dp;
 
+    /// <summary>What the search minimises for each tensor. Default: <see cref="OmegaKind.Sensitivity"/>.</summary>
+    public OmegaKind Omega { get; init; } = OmegaKind.Sensitivity;
+
     /// <summary>Settings of the ecsq method.</summary>
     public EcsqOptions Ecsq { get; init; } = new();
 
     /// <summary>Seed of k-means++ seeding. Default: 0.</summary>
     public long Seed { get; init; }
+}
+
+/// <summary>The quantization cost Omega the bit search minimises, summed over tensors.</summary>
+public enum OmegaKind
+{
+    /// <summary>HAWQ's: the tensor's sensitivity (trace or top eigenvalue per parameter) x ||Q(W) - W||^2. The default.</summary>
+    Sensitivity,
+
+    /// <summary>
+    /// The second-order term without cross terms: sum over weights of h_ii x (q_i - w_i)^2, with the Hessian
+    /// diagonal from the trace analysis (floored at a tenth of its mean positive value, as the Hessian-weighted
+    /// quantizers do). It knows which weights of a tensor matter, where the sensitivity only knows their average.
+    /// </summary>
+    HessianDiagonal,
 }
 
 /// <summary>How the bit search allocates bits.</summary>
@@ -275,6 +292,13 @@ public sealed class PruningOptions
 
     /// <summary>Default: <see cref="PruningScope.PerTensor"/>.</summary>
     public PruningScope Scope { get; init; } = PruningScope.PerTensor;
+
+    /// <summary>
+    /// Sparsities the bit search may choose from for each tensor (per-tensor magnitude pruning), together with
+    /// its bit width: every (sparsity, bits) pair is a candidate with its own Omega and exact size. When given,
+    /// <see cref="Sparsity"/> and <see cref="Scope"/> are not used. Default: none.
+    /// </summary>
+    public IReadOnlyList<double> Candidates { get; init; } = [];
 }
 
 /// <summary>The entropy coder.</summary>

@@ -115,7 +115,7 @@ public sealed class PreparedTensor
 
     /// <summary>
     /// Hessian diagonals estimated by Hutchinson can be zero or slightly negative where the true value is small;
-    /// a weighted mean needs positive weights, so each is raised to a floor of 1e-3 of the mean positive value.
+    /// a weighted mean needs positive weights, so each is raised to a floor of a tenth of the mean positive value.
     /// </summary>
     internal static float[] ImportanceWeights(float[] diagonal)
     {

@@ -45,7 +45,11 @@ public static class TensorQuantizer
     }
 
     /// <summary>Sum of squared differences between the tensor's reconstruction and its original values.</summary>
-    public static double SquaredError(QuantizedTensor quantized, ReadOnlySpan<float> original)
+    public static double SquaredError(QuantizedTensor quantized, ReadOnlySpan<float> original) =>
+        WeightedSquaredError(quantized, original, null);
+
+    /// <summary>sum_i w_i (q_i - x_i)^2; unweighted when <paramref name="weights"/> is null.</summary>
+    public static double WeightedSquaredError(QuantizedTensor quantized, ReadOnlySpan<float> original, float[]? weights)
     {
         ArgumentNullException.ThrowIfNull(quantized);
         var values = quantized.Dequantize();
@@ -53,7 +57,7 @@ public static class TensorQuantizer
         for (var i = 0; i < values.Length; i++)
         {
             double d = values[i] - original[i];
-            sum += d * d;
+            sum += weights is null ? d * d : weights[i] * d * d;
         }
 
         return sum;

@@ -63,6 +63,15 @@ public static class MixedPrecisionSearch
         var plans = weights.Select(w => Plan(options, w, inputs.Sensitivities)).ToArray();
         var masks = PruningMasks(plans, values, inputs.Pruning);
 
+        // Candidates per tensor: every (sparsity, bits) pair, sparsity-major. Without searched sparsities there is
+        // one "sparsity", the fixed mask above.
+        var sparsities = inputs.Pruning.Candidates.Count > 0
+            ? inputs.Pruning.Candidates.Distinct().Order().ToArray()
+            : null;
+        bool[]? MaskFor(int t, int s) => sparsities is null ? masks[t]
+            : sparsities[s] > 0 ? MagnitudePruning.PerTensor(values[t], sparsities[s]) : null;
+        var sparsityCount = sparsities?.Length ?? 1;
+
         var candidates = new CandidateCost[weights.Count][];
         var done = 0;
         Parallel.For(0, weights.Count, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, t =>
@@ -74,11 +83,18 @@ public static class MixedPrecisionSearch
             }
             else
             {
-                var prepared = Prepare(plan, values[t], masks[t], options.Granularity);
-                candidates[t] = plan.Bits.Select(bits =>
+                var importance = options.Omega == OmegaKind.HessianDiagonal ? PreparedTensor.ImportanceWeights(plan.Diagonal!) : null;
+                candidates[t] = Enumerable.Range(0, sparsityCount).SelectMany(s =>
                 {
-                    var quantized = TensorQuantizer.Quantize(prepared, plan.Method, bits, settings);
-                    return new CandidateCost(plan.Sensitivity * TensorQuantizer.SquaredError(quantized, values[t]), PayloadSize.Of(quantized, inputs.Entropy));
+                    var prepared = Prepare(plan, values[t], MaskFor(t, s), options.Granularity);
+                    return plan.Bits.Select(bits =>
+                    {
+                        var quantized = TensorQuantizer.Quantize(prepared, plan.Method, bits, settings);
+                        var omega = importance is null
+                            ? plan.Sensitivity * TensorQuantizer.SquaredError(quantized, values[t])
+                            : TensorQuantizer.WeightedSquaredError(quantized, values[t], importance);
+                        return new CandidateCost(omega, PayloadSize.Of(quantized, inputs.Entropy));
+                    });
                 }).ToArray();
             }
 
@@ -106,8 +122,8 @@ public static class MixedPrecisionSearch
                 return;
             }
 
-            var prepared = Prepare(plan, values[t], masks[t], options.Granularity);
-            var bits = plan.Bits[chosen[t]];
+            var prepared = Prepare(plan, values[t], MaskFor(t, chosen[t] / plan.Bits.Length), options.Granularity);
+            var bits = plan.Bits[chosen[t] % plan.Bits.Length];
             var quantized = TensorQuantizer.Quantize(prepared, plan.Method, bits, settings);
             decisions[t] = new TensorDecision(weight, bits, plan.Method, prepared.Sparsity, plan.Sensitivity, cost.Omega, cost.Bytes,
                 StoredTensor.Of(quantized, weight.DataType));
@@ -167,6 +183,12 @@ public static class MixedPrecisionSearch
         {
             throw new QuantException(ErrorCode.QuantizerNeedsHessian,
                 $"Tensor '{weight.Name}' is to be quantized by hessian-kmeans, which needs the Hessian diagonal; it comes from the trace analysis (sensitivity.method: trace, with data.calibration). Or use kmeans.");
+        }
+
+        if (options.Omega == OmegaKind.HessianDiagonal && analysis?.Diagonal is null)
+        {
+            throw new QuantException(ErrorCode.QuantizerNeedsHessian,
+                $"quantization.omega is hessian-diagonal, which needs the Hessian diagonal of tensor '{weight.Name}'; it comes from the trace analysis (sensitivity.method: trace, with data.calibration). Or use omega: sensitivity.");
         }
 
         var bits = match?.Bits is { } fixedBits ? [fixedBits] : options.Bits.Distinct().Order().ToArray();

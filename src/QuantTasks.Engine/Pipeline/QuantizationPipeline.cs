@@ -154,7 +154,8 @@ public sealed class QuantizationPipeline
         catch (QuantException e) when (e.Location is null && e.Code is ErrorCode.BudgetInfeasible or ErrorCode.QuantizerNeedsHessian)
         {
             // The search knows no file; the setting to change is in the policy.
-            var pointer = e.Code == ErrorCode.BudgetInfeasible ? "/quantization/budget" : "/quantization/method";
+            var pointer = e.Code == ErrorCode.BudgetInfeasible ? "/quantization/budget"
+                : policy.Quantization.Omega == OmegaKind.HessianDiagonal ? "/quantization/omega" : "/quantization/method";
             throw new QuantException(e.Code, $"Model {name}: {e.Message}", loaded.Locate(pointer), e);
         }
         var stored = search.Tensors.Select(d => d.Stored).ToArray();
@@ -236,7 +237,7 @@ public sealed class QuantizationPipeline
         }
 
         var methods = analyzed.Select(w => MixedPrecisionSearch.OverrideFor(quantization, w)?.Method ?? quantization.Method);
-        var needsDiagonal = methods.Any(TensorQuantizer.UsesHessianDiagonal);
+        var needsDiagonal = methods.Any(TensorQuantizer.UsesHessianDiagonal) || quantization.Omega == OmegaKind.HessianDiagonal;
         var method = sensitivity.Method == SensitivityMethod.Trace ? AnalysisMethod.Trace
             : needsDiagonal ? AnalysisMethod.Both : AnalysisMethod.Eigenvalue;
         var options = new AnalysisOptions(method, sensitivity.Loss, sensitivity.Samples, sensitivity.BatchSize,

@@ -42,6 +42,46 @@ public sealed class QuantizeCommandTests : IDisposable
     }
 
     [Fact]
+    public void A_second_run_comes_from_the_cache_with_the_same_bytes_and_cache_list_and_clear_manage_it()
+    {
+        WritePolicy(bits: 3, maxDrop: 100);
+        var cache = _folder.File("cache");
+
+        var first = CliRunner.Run(_folder.Path, "quantize", "--json", "--out", "a", "--cache-dir", cache);
+        var second = CliRunner.Run(_folder.Path, "quantize", "--json", "--out", "b", "--cache-dir", cache);
+
+        Assert.Equal(0, first.Exit);
+        Assert.Equal(0, second.Exit);
+        using (var one = JsonDocument.Parse(first.Out))
+        using (var two = JsonDocument.Parse(second.Out))
+        {
+            Assert.False(one.RootElement.GetProperty("models")[0].GetProperty("cache_hit").GetBoolean());
+            Assert.True(two.RootElement.GetProperty("models")[0].GetProperty("cache_hit").GetBoolean());
+            Assert.Equal(one.RootElement.GetProperty("models")[0].GetProperty("content_hash").GetString(),
+                two.RootElement.GetProperty("models")[0].GetProperty("content_hash").GetString());
+        }
+
+        Assert.Equal(File.ReadAllBytes(_folder.File("a/Digits.qtblob")), File.ReadAllBytes(_folder.File("b/Digits.qtblob")));
+        Assert.Equal(File.ReadAllText(_folder.File("a/DigitsModel.g.cs")), File.ReadAllText(_folder.File("b/DigitsModel.g.cs")));
+
+        var list = CliRunner.Run(_folder.Path, "cache", "list", "--json", "--cache-dir", cache);
+        Assert.Equal(0, list.Exit);
+        using (var entries = JsonDocument.Parse(list.Out))
+        {
+            var entry = Assert.Single(entries.RootElement.GetProperty("entries").EnumerateArray().ToArray());
+            Assert.Equal("Digits", entry.GetProperty("model").GetString());
+            Assert.True(entry.GetProperty("valid").GetBoolean());
+        }
+
+        var clear = CliRunner.Run(_folder.Path, "cache", "clear", "--cache-dir", cache);
+        Assert.Equal(0, clear.Exit);
+        Assert.Contains("Removed 1 entries", clear.Out, StringComparison.Ordinal);
+        var third = CliRunner.Run(_folder.Path, "quantize", "--json", "--out", "c", "--cache-dir", cache);
+        using var three = JsonDocument.Parse(third.Out);
+        Assert.False(three.RootElement.GetProperty("models")[0].GetProperty("cache_hit").GetBoolean());
+    }
+
+    [Fact]
     public void Inspect_describes_a_blob()
     {
         WritePolicy(bits: 4, maxDrop: 100);

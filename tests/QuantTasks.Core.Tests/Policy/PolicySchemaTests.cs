@@ -66,6 +66,34 @@ public class PolicySchemaTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(OptionTypes))]
+    public void Every_key_is_in_the_policy_reference_and_the_template(string location)
+    {
+        var (_, schema) = Resolve(location);
+        var prefix = string.Join('.', location.Split('/', StringSplitOptions.RemoveEmptyEntries).Select(s => int.TryParse(s, out _) ? "[]" : s));
+        var docs = File.ReadAllText(Path.Combine(RepositoryRoot(), "docs", "policy.md"));
+        var template = PolicyTemplate.Render("quant.schema.json", "models/model.onnx", "data/calibration.npz", "data/test.npz");
+        foreach (var key in ((JsonObject)schema["properties"]!).Select(p => p.Key))
+        {
+            Assert.Contains($"| `{(prefix.Length == 0 ? key : prefix + "." + key)}` |", docs, StringComparison.Ordinal);
+            Assert.Contains(key + ":", template, StringComparison.Ordinal);
+        }
+    }
+
+    private static string RepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "QuantTasks.sln")))
+            {
+                return dir.FullName;
+            }
+        }
+
+        throw new InvalidOperationException("The tests run outside the repository.");
+    }
+
     [Fact]
     public void The_schema_is_draft_07() =>
         Assert.Equal("http://json-schema.org/draft-07/schema#", PolicySchema.Node["$schema"]!.GetValue<string>());

@@ -56,6 +56,65 @@ public sealed class MixedPrecisionSearchTests
     }
 
     [Fact]
+    public void With_the_hessian_diagonal_as_omega_the_tensor_whose_diagonal_is_larger_gets_more_bits()
+    {
+        // Equal sensitivities, so HAWQ's Omega cannot tell fc1 and fc2 apart; their diagonals can.
+        var options = new QuantizationOptions
+        {
+            Method = QuantizationMethod.Kmeans,
+            Budget = new BudgetOptions { AverageBits = 3 },
+            Granularity = Granularity.PerTensor,
+            Omega = OmegaKind.HessianDiagonal,
+        };
+        Dictionary<string, TensorSensitivityInput> Diagonals(string favourite) =>
+            _weights.ToDictionary(w => w.Name, w => new TensorSensitivityInput(1, Enumerable.Repeat(w.Name == favourite ? 1000f : 1f, (int)w.Params).ToArray()));
+
+        var fc1 = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, Diagonals("fc1.weight")));
+        var fc2 = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, Diagonals("fc2.weight")));
+
+        Assert.True(fc1.Tensors.Single(t => t.Weight.Name == "fc1.weight").Bits > fc2.Tensors.Single(t => t.Weight.Name == "fc1.weight").Bits);
+        Assert.True(fc2.Tensors.Single(t => t.Weight.Name == "fc2.weight").Bits > fc1.Tensors.Single(t => t.Weight.Name == "fc2.weight").Bits);
+        Assert.All(fc1.Tensors, t => Assert.True(t.Omega >= 0));
+    }
+
+    [Fact]
+    public void The_hessian_diagonal_as_omega_without_a_diagonal_is_QT1602()
+    {
+        var options = new QuantizationOptions { Omega = OmegaKind.HessianDiagonal };
+        var sensitivities = _weights.ToDictionary(w => w.Name, _ => new TensorSensitivityInput(1, null));
+
+        var error = Assert.Throws<QuantException>(() => MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, sensitivities)));
+
+        Assert.Equal(ErrorCode.QuantizerNeedsHessian, error.Code);
+        Assert.Contains("omega", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void With_sparsity_candidates_each_tensor_gets_one_of_them_and_the_optimum_is_no_worse_than_any_fixed_sparsity()
+    {
+        var options = new QuantizationOptions
+        {
+            Method = QuantizationMethod.Kmeans,
+            Granularity = Granularity.PerTensor,
+            Bits = [2, 3, 4],
+            Budget = new BudgetOptions { CompressionRatio = 14 },
+            KeepFloat = [],
+        };
+        var sensitivities = _weights.ToDictionary(w => w.Name, w => new TensorSensitivityInput(1.0 / w.Params, null));
+        double Omega(PruningOptions pruning) =>
+            MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, pruning, true, sensitivities)).Tensors.Sum(t => t.Omega);
+
+        var searched = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions { Candidates = [0.6, 0, 0.3] }, true, sensitivities));
+
+        Assert.True(searched.PayloadBytes <= searched.Budget);
+        Assert.All(searched.Tensors, t => Assert.Contains(new[] { 0, 0.3, 0.6 }, c => Math.Abs(c - t.Sparsity) < 0.01));
+        var omega = searched.Tensors.Sum(t => t.Omega);
+        Assert.True(omega <= Omega(new PruningOptions { Sparsity = 0.3 }) + 1e-12);
+        Assert.True(omega <= Omega(new PruningOptions { Sparsity = 0.6 }) + 1e-12);
+        Assert.All(searched.Tensors, t => Assert.Equal(QuantTasks.Blob.PayloadSize.Of(t.Stored.Quantized!, true), t.Bytes));
+    }
+
+    [Fact]
     public void Keep_float_overrides_and_pruning_are_respected()
     {
         var options = new QuantizationOptions
