@@ -183,6 +183,21 @@ public sealed partial class ConsumerBuildTests
     }
 
     [Fact]
+    public void With_QuantEnabled_false_the_engine_never_runs_and_the_last_outputs_still_build()
+    {
+        using var app = new ConsumerProject(_feed);
+        app.WritePolicy(sensitivity: "none");
+        Assert.Equal(0, app.Build().Exit);
+        File.SetLastWriteTimeUtc(Path.Combine(app.Folder, "models", "digits.onnx"), DateTime.UtcNow.AddMinutes(1));
+
+        var (exit, output) = app.Build("-p:QuantEnabled=false");
+
+        Assert.True(exit == 0, output);
+        Assert.DoesNotContain(EngineRan, output, StringComparison.Ordinal);
+        Assert.Contains("logits: 10", DotNet.Run(app.Folder, "run", "--no-build").Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Clean_removes_what_the_build_made()
     {
         using var app = new ConsumerProject(_feed);
