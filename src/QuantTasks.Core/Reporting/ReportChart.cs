@@ -28,7 +28,7 @@ public static class ReportChart
             y = Model(body, model, y) + Gap;
         }
 
-        var width = LabelWidth + (2 * BarWidth) + 60;
+        var width = LabelWidth + (2 * BarWidth) + 110; // room for the value printed after the longest bar
         var svg = new StringBuilder();
         svg.Append(Invariant($"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{y}\" viewBox=\"0 0 {width} {y}\" font-family=\"sans-serif\" font-size=\"11\">\n"));
         svg.Append(Invariant($"<rect width=\"{width}\" height=\"{y}\" fill=\"white\"/>\n"));
