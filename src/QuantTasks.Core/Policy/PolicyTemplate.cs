@@ -58,7 +58,7 @@ public static class PolicyTemplate
         Line("  #   - match: \"conv1.*\"");
         Line("  #     bits: 8");
         Line("  search: dp                         # dp (exact) | greedy (HAWQ-V1 order)");
-        Line("  omega: sensitivity                 # sensitivity x squared error (HAWQ) | hessian-diagonal (sum of h_ii x error^2)");
+        Line("  omega: sensitivity                 # sensitivity x squared error (HAWQ) | hessian-diagonal | measured (loss increase)");
         Line("  ecsq:                              # for method: ecsq");
         Line("    algorithm: iterative             #   iterative (distortion + lambda * code length) | uniform");
         Line("    lambda: 0.005                    #   0 = k-means; larger = fewer bits");

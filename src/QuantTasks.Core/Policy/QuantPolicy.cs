@@ -213,6 +213,12 @@ public enum OmegaKind
     /// quantizers do). It knows which weights of a tensor matter, where the sensitivity only knows their average.
     /// </summary>
     HessianDiagonal,
+
+    /// <summary>
+    /// The loss increase measured by ONNX Runtime on the calibration samples with only that tensor quantized: one
+    /// forward pass over the samples per candidate, no second-order approximation and no estimator noise.
+    /// </summary>
+    Measured,
 }
 
 /// <summary>How the bit search allocates bits.</summary>

@@ -34,7 +34,9 @@ public sealed record SearchResult(IReadOnlyList<TensorDecision> Tensors, long Bu
 /// <param name="Pruning">Sparsity and its scope.</param>
 /// <param name="Entropy">Whether the blob entropy-codes symbols (sizes depend on it).</param>
 /// <param name="Sensitivities">Per tensor name; null or missing entries mean sensitivity 1 and no diagonal.</param>
-public sealed record SearchInputs(QuantizationOptions Quantization, PruningOptions Pruning, bool Entropy, IReadOnlyDictionary<string, TensorSensitivityInput>? Sensitivities);
+/// <param name="MeasureLoss">For <see cref="OmegaKind.Measured"/>: the loss increase with one tensor (by name) replaced by the given values.</param>
+public sealed record SearchInputs(QuantizationOptions Quantization, PruningOptions Pruning, bool Entropy, IReadOnlyDictionary<string, TensorSensitivityInput>? Sensitivities,
+    Func<string, float[], double>? MeasureLoss = null);
 
 /// <summary>
 /// HAWQ's mixed-precision search with exact sizes (Choi et al.): every tensor is quantized at every candidate
@@ -59,6 +61,11 @@ public static class MixedPrecisionSearch
         ArgumentNullException.ThrowIfNull(values);
         ArgumentNullException.ThrowIfNull(inputs);
         var options = inputs.Quantization;
+        if (options.Omega == OmegaKind.Measured && inputs.MeasureLoss is null)
+        {
+            throw new ArgumentException("quantization.omega measured needs a loss measurement.", nameof(inputs));
+        }
+
         var settings = QuantizerSettings.From(options);
         var plans = weights.Select(w => Plan(options, w, inputs.Sensitivities)).ToArray();
         var masks = PruningMasks(plans, values, inputs.Pruning);
@@ -90,7 +97,9 @@ public static class MixedPrecisionSearch
                     return plan.Bits.Select(bits =>
                     {
                         var quantized = TensorQuantizer.Quantize(prepared, plan.Method, bits, settings);
-                        var omega = importance is null
+                        var omega = options.Omega == OmegaKind.Measured
+                            ? Math.Max(0, inputs.MeasureLoss!(plan.Weight.Name, quantized.Dequantize()))
+                            : importance is null
                             ? plan.Sensitivity * TensorQuantizer.SquaredError(quantized, values[t])
                             : TensorQuantizer.WeightedSquaredError(quantized, values[t], importance);
                         return new CandidateCost(omega, PayloadSize.Of(quantized, inputs.Entropy));

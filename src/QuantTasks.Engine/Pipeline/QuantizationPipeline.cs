@@ -148,7 +148,8 @@ public sealed class QuantizationPipeline
         try
         {
             search = MixedPrecisionSearch.Run(weights, values,
-                new SearchInputs(policy.Quantization, policy.Pruning, policy.Encoding.Entropy == EntropyCoding.Huffman, sensitivities),
+                new SearchInputs(policy.Quantization, policy.Pruning, policy.Encoding.Entropy == EntropyCoding.Huffman, sensitivities,
+                    MeasuredLossFor(loaded, modelOptions, model)),
                 new SynchronousProgress<double>(f => Report(name, "search", 0.5 + (0.2 * f))));
         }
         catch (QuantException e) when (e.Location is null && e.Code is ErrorCode.BudgetInfeasible or ErrorCode.QuantizerNeedsHessian)
@@ -269,6 +270,21 @@ public sealed class QuantizationPipeline
         };
         var drop = before - after;
         return new AccuracyReport(metric, before, after, drop, options.MaxDrop, drop <= options.MaxDrop + 1e-9, baseline.Samples);
+    }
+
+    /// <summary>For <c>quantization.omega: measured</c>: the loss increase on the calibration samples, by ONNX Runtime.</summary>
+    private static Func<string, float[], double>? MeasuredLossFor(LoadedPolicy loaded, ModelOptions modelOptions, OnnxModel model)
+    {
+        if (loaded.Policy.Quantization.Omega != OmegaKind.Measured)
+        {
+            return null;
+        }
+
+        var calibration = loaded.Policy.Data.Calibration ?? throw new QuantException(ErrorCode.PolicyMissingKey,
+            "quantization.omega is measured, which runs the model on calibration samples: add data.calibration (an .npz file), or use omega: sensitivity.",
+            loaded.Locate("/quantization/omega"));
+        var measured = new MeasuredLoss(model, DataFile.Load(loaded.Resolve(calibration)), modelOptions.Output);
+        return measured.Increase;
     }
 
     /// <summary>The model, its external data files and the data files: what a build must watch for changes.</summary>
