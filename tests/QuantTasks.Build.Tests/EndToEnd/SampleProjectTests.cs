@@ -4,6 +4,11 @@ using System.Text.RegularExpressions;
 namespace QuantTasks.Build.Tests.EndToEnd;
 
 /// <summary>The README's main job: `dotnet run --project sample-project` builds the sample, which compresses its model.</summary>
+/// <remarks>
+/// In the package feed's collection, not for the feed but so that it never runs beside the packing: both build the
+/// checkout's engine in Release, and two builds of one project at once collide on its output files.
+/// </remarks>
+[Collection(SharedPackageFeed.Name)]
 public sealed partial class SampleProjectTests
 {
     [Fact]
