@@ -13,7 +13,7 @@ namespace QuantTasks.Evaluation;
 /// </summary>
 public sealed class MeasuredLoss
 {
-    private readonly byte[] _model;
+    private readonly ModelProto _model;
     private readonly DataFile _data;
     private readonly string? _output;
     private readonly string _modelPath;
@@ -26,12 +26,14 @@ public sealed class MeasuredLoss
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(data);
-        _model = model.ToBytes();
+        // Parsed once from the in-memory bytes (external data resolved); each candidate works on a clone.
+        var bytes = model.ToBytes();
+        _model = ModelProto.Parser.ParseFrom(bytes);
         _data = data;
         _output = output;
         _modelPath = model.Path;
         _labels = data.Labels();
-        var outputs = ModelEvaluator.Run(_model, data, output, model.Path);
+        var outputs = ModelEvaluator.Run(bytes, data, output, model.Path);
         _floatProbabilities = Softmax(outputs);
         _floatLoss = Loss(outputs);
     }
@@ -40,8 +42,8 @@ public sealed class MeasuredLoss
     public double Increase(string name, float[] values)
     {
         ArgumentNullException.ThrowIfNull(values);
-        var proto = ModelProto.Parser.ParseFrom(_model);
-        var tensor = Find(proto.Graph, name) ?? throw new ArgumentException($"No tensor '{name}' in the model.", nameof(name));
+        var proto = _model.Clone();
+        var tensor = OnnxModel.FindTensor(proto.Graph, name) ?? throw new ArgumentException($"No tensor '{name}' in the model.", nameof(name));
         var bytes = new byte[values.Length * 4];
         Buffer.BlockCopy(values, 0, bytes, 0, bytes.Length);
         tensor.FloatData.Clear();
@@ -64,7 +66,7 @@ public sealed class MeasuredLoss
             {
                 sum -= Math.Log(Math.Max(probabilities[i][_labels[i]], 1e-30));
             }
-            else if (_floatProbabilities is not null)
+            else
             {
                 for (var c = 0; c < outputs.Classes; c++)
                 {
@@ -107,9 +109,4 @@ public sealed class MeasuredLoss
 
         return result;
     }
-
-    private static TensorProto? Find(GraphProto graph, string name) =>
-        graph.Initializer.FirstOrDefault(t => t.Name == name)
-        ?? graph.Node.Where(n => n.OpType == "Constant" && n.Output.Count == 1 && n.Output[0] == name)
-            .Select(n => n.Attribute.FirstOrDefault(a => a.Name == "value")?.T).FirstOrDefault();
 }

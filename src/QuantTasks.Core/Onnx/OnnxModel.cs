@@ -154,9 +154,13 @@ public sealed class OnnxModel
     public byte[] ToBytes() => Proto.ToByteArray();
 
     /// <summary>Finds the tensor named <paramref name="name"/>: an initializer or the value of a <c>Constant</c> node.</summary>
-    public TensorProto? FindTensor(string name)
+    public TensorProto? FindTensor(string name) => FindTensor(Graph, name);
+
+    /// <summary>Finds the tensor named <paramref name="name"/> in <paramref name="graph"/>: an initializer or the value of a <c>Constant</c> node.</summary>
+    public static TensorProto? FindTensor(GraphProto graph, string name)
     {
-        foreach (var init in Graph.Initializer)
+        ArgumentNullException.ThrowIfNull(graph);
+        foreach (var init in graph.Initializer)
         {
             if (init.Name == name)
             {
@@ -164,7 +168,7 @@ public sealed class OnnxModel
             }
         }
 
-        foreach (var node in Graph.Node)
+        foreach (var node in graph.Node)
         {
             if (node.OpType == "Constant" && node.Output.Count == 1 && node.Output[0] == name)
             {
