@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using QuantTasks.Diagnostics;
 
 namespace QuantTasks.Caching;
 
@@ -37,6 +38,11 @@ public sealed class ContentCache
     private const string BlobName = "model.qtblob";
     private const string CodeName = "loader.cs.cached"; // not *.cs: a cache inside a project folder must not be compiled
     private const string ReportName = "report.json";
+    private const string TagName = "CACHEDIR.TAG";
+
+    // The signature the Cache Directory Tagging specification requires as the tag file's first line.
+    private const string TagSignature = "Signature: 8a477f597d28d172789f06886806bc55";
+    private static readonly string VersionFolder = "v" + FormatVersion.ToString(CultureInfo.InvariantCulture);
 
     private static readonly JsonSerializerOptions s_json = new()
     {
@@ -123,6 +129,7 @@ public sealed class ContentCache
         try
         {
             Directory.CreateDirectory(temp);
+            WriteTag(note);
             var files = new SortedDictionary<string, CachedFile>(StringComparer.Ordinal)
             {
                 [BlobName] = Write(Path.Combine(temp, BlobName), result.Blob),
@@ -153,22 +160,12 @@ public sealed class ContentCache
         }
     }
 
-    /// <summary>Every entry, newest first.</summary>
+    /// <summary>Every entry, newest first. Only the cache's own layout is read; nothing else in the folder is touched.</summary>
     public IReadOnlyList<CacheEntryInfo> List()
     {
-        if (!Directory.Exists(Root))
-        {
-            return [];
-        }
-
         var entries = new List<CacheEntryInfo>();
-        foreach (var folder in Directory.EnumerateDirectories(Root, "*", SearchOption.AllDirectories))
+        foreach (var folder in EntryFolders())
         {
-            if (folder.EndsWith(".tmp", StringComparison.Ordinal) || !File.Exists(Path.Combine(folder, ManifestName)))
-            {
-                continue;
-            }
-
             var bytes = Directory.EnumerateFiles(folder).Sum(f => new FileInfo(f).Length);
             var (manifest, _) = Verify(folder);
             var stored = manifest ?? ReadManifest(folder);
@@ -183,19 +180,150 @@ public sealed class ContentCache
         return entries.OrderByDescending(e => e.Created).ThenBy(e => e.Key, StringComparer.Ordinal).ToArray();
     }
 
-    /// <summary>Removes every entry; returns how many there were.</summary>
+    /// <summary>
+    /// Removes every entry and every leftover of an interrupted write; returns how many entries there were.
+    /// Only what the cache itself wrote is removed: entry folders named by their key under the version and
+    /// fan-out folders, holding a manifest. A folder that is not a cache (no <c>CACHEDIR.TAG</c> of ours and
+    /// no version folder, yet not empty) is refused whole, so a mistyped <c>--cache-dir</c> deletes nothing.
+    /// </summary>
+    /// <exception cref="QuantException"><see cref="ErrorCode.NotACache"/> for a folder the cache did not make.</exception>
     public int Clear()
     {
-        var count = List().Count;
-        if (Directory.Exists(Root))
+        if (!Directory.Exists(Root))
         {
-            foreach (var folder in Directory.EnumerateDirectories(Root))
+            return 0;
+        }
+
+        if (!LooksLikeCache())
+        {
+            throw new QuantException(ErrorCode.NotACache,
+                $"'{Root}' is not a QuantTasks cache (it has no {TagName} written by QuantTasks and no {VersionFolder} folder); nothing was removed. Check --cache-dir or ${DirectoryVariable}.",
+                new SourceLocation(Root));
+        }
+
+        var count = 0;
+        foreach (var folder in EntryFolders())
+        {
+            Remove(folder);
+            count++;
+        }
+
+        var version = Path.Combine(Root, VersionFolder);
+        foreach (var fanOut in SafeDirectories(version).Where(d => IsFanOut(Path.GetFileName(d))))
+        {
+            // Leftovers of interrupted writes and removals: "<key>.<pid>.<guid>.tmp".
+            foreach (var leftover in SafeDirectories(fanOut).Where(d => IsTemporary(Path.GetFileName(d))))
             {
-                Remove(folder);
+                TryDelete(leftover);
             }
+
+            TryDeleteIfEmpty(fanOut);
         }
 
         return count;
+    }
+
+    /// <summary>Whether the folder is one this cache wrote: our tag file, or the version folder of our layout.</summary>
+    private bool LooksLikeCache()
+    {
+        var tag = Path.Combine(Root, TagName);
+        if (File.Exists(tag) && new FileInfo(tag).LinkTarget is null)
+        {
+            try
+            {
+                if (File.ReadAllText(tag).StartsWith(TagSignature, StringComparison.Ordinal))
+                {
+                    return true;
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // Unreadable: judged by the layout alone.
+            }
+        }
+
+        var version = Path.Combine(Root, VersionFolder);
+        return Directory.Exists(version) && new DirectoryInfo(version).LinkTarget is null
+            || !Directory.EnumerateFileSystemEntries(Root).Any();
+    }
+
+    /// <summary>The entry folders of the cache's layout: <c>v1/ab/abcdef…/</c> holding a manifest, links never followed.</summary>
+    private IEnumerable<string> EntryFolders()
+    {
+        var version = Path.Combine(Root, VersionFolder);
+        if (!Directory.Exists(version) || new DirectoryInfo(version).LinkTarget is not null)
+        {
+            yield break;
+        }
+
+        foreach (var fanOut in SafeDirectories(version).Where(d => IsFanOut(Path.GetFileName(d))).Order(StringComparer.Ordinal))
+        {
+            var prefix = Path.GetFileName(fanOut);
+            foreach (var folder in SafeDirectories(fanOut).Order(StringComparer.Ordinal))
+            {
+                var key = Path.GetFileName(folder);
+                if (IsKey(key) && key.StartsWith(prefix, StringComparison.Ordinal) && File.Exists(Path.Combine(folder, ManifestName)))
+                {
+                    yield return folder;
+                }
+            }
+        }
+    }
+
+    /// <summary>Subfolders that are real folders, not links (a link in the cache is never entered or deleted through).</summary>
+    private static string[] SafeDirectories(string folder)
+    {
+        if (!Directory.Exists(folder))
+        {
+            return [];
+        }
+
+        return Directory.EnumerateDirectories(folder).Where(d => new DirectoryInfo(d).LinkTarget is null).ToArray();
+    }
+
+    private static bool IsKey(string name) => name.Length >= 16 && name.All(char.IsAsciiHexDigitLower);
+
+    private static bool IsFanOut(string name) => name.Length == 2 && name.All(char.IsAsciiHexDigitLower);
+
+    private static bool IsTemporary(string name)
+    {
+        var parts = name.Split('.');
+        return parts.Length == 4 && IsKey(parts[0]) && parts[1].All(char.IsAsciiDigit) && parts[2].Length == 32
+            && parts[2].All(char.IsAsciiHexDigitLower) && parts[3] == "tmp";
+    }
+
+    /// <summary>Marks the folder as a cache (the Cache Directory Tagging convention: backup tools skip it, and Clear knows it).</summary>
+    private void WriteTag(Action<string>? note)
+    {
+        var tag = Path.Combine(Root, TagName);
+        if (File.Exists(tag))
+        {
+            return;
+        }
+
+        try
+        {
+            AtomicFile.WriteAllText(tag, TagSignature + "\n# This folder is the QuantTasks content-hash cache; 'dotnet quant cache clear' empties it.\n");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            note?.Invoke($"The cache tag {tag} could not be written: {e.Message}");
+        }
+    }
+
+    private static void TryDeleteIfEmpty(string folder)
+    {
+        try
+        {
+            if (!Directory.EnumerateFileSystemEntries(folder).Any())
+            {
+                Directory.Delete(folder);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Another build writing into it right now.
+        }
     }
 
     /// <summary>Where an entry lives: two-character fan-out keeps folders small.</summary>
@@ -206,7 +334,7 @@ public sealed class ContentCache
             throw new ArgumentException($"Not a lower-case hex content hash: '{key}'.", nameof(key));
         }
 
-        return Path.Combine(Root, "v" + FormatVersion.ToString(CultureInfo.InvariantCulture), key[..2], key);
+        return Path.Combine(Root, VersionFolder, key[..2], key);
     }
 
     private static (CacheManifest? Manifest, string Problem) Verify(string folder)
@@ -278,7 +406,12 @@ public sealed class ContentCache
     {
         try
         {
-            if (Directory.Exists(folder))
+            if (new DirectoryInfo(folder) is { LinkTarget: not null })
+            {
+                // A link is removed itself; what it points to is never deleted through it.
+                File.Delete(folder);
+            }
+            else if (Directory.Exists(folder))
             {
                 Directory.Delete(folder, recursive: true);
             }

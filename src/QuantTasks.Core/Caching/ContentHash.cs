@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using QuantTasks.Diagnostics;
 
 namespace QuantTasks.Caching;
 
@@ -26,9 +27,39 @@ public sealed class ContentHash
         return this;
     }
 
-    /// <summary>Adds a file's content, or a marker that it is absent.</summary>
-    public ContentHash AddFile(string label, string? path) =>
-        path is not null && File.Exists(path) ? Add(label, File.ReadAllBytes(path)) : Add(label, "<absent>");
+    /// <summary>
+    /// Adds a file's content, or a marker that it is absent. The file is streamed (its digest equals that of
+    /// <see cref="Add(string, ReadOnlySpan{byte})"/> over its bytes), so a large model costs no memory here,
+    /// and only a regular file is read.
+    /// </summary>
+    public ContentHash AddFile(string label, string? path)
+    {
+        if (path is null || !File.Exists(path))
+        {
+            return Add(label, "<absent>");
+        }
+
+        using var stream = InputFile.OpenRead(path, "input file");
+        var length = stream.Length;
+        Span<byte> prefix = stackalloc byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(prefix, length);
+        _hash.AppendData(Encoding.UTF8.GetBytes(label + "\0"));
+        _hash.AppendData(prefix);
+        var buffer = new byte[Math.Min(length, 1 << 20)];
+        for (var remaining = length; remaining > 0;)
+        {
+            var n = stream.Read(buffer, 0, (int)Math.Min(buffer.Length, remaining));
+            if (n == 0)
+            {
+                throw new QuantException(ErrorCode.FileAccess, $"The file '{path}' became shorter while it was hashed.", new SourceLocation(path));
+            }
+
+            _hash.AppendData(buffer, 0, n);
+            remaining -= n;
+        }
+
+        return this;
+    }
 
     /// <summary>The 32-byte digest.</summary>
     public byte[] Finish() => _hash.GetHashAndReset();

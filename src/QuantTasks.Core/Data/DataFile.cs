@@ -10,6 +10,12 @@ namespace QuantTasks.Data;
 /// </summary>
 public sealed class DataFile
 {
+    /// <summary>How far an archive member may expand; deflate's limit is about 1,030-fold, reached only by constant data.</summary>
+    public const int MaxExpansion = 200;
+
+    /// <summary>Members up to this size may expand any amount (a small all-zero mask is legitimate).</summary>
+    public const long MaxPlainExpansionBytes = 64L << 20;
+
     /// <summary>The name of the optional array of integer class ids.</summary>
     public const string LabelArray = "label";
 
@@ -17,12 +23,18 @@ public sealed class DataFile
     private readonly Dictionary<string, NpyArray?> _arrays;
     private readonly bool _isArchive;
 
-    private DataFile(string path, bool isArchive, IEnumerable<string> names)
+    private readonly long _rowLimit = long.MaxValue;
+
+    private DataFile(string path, bool isArchive, IEnumerable<string> names, long rowLimit = long.MaxValue)
     {
         Path = path;
         _isArchive = isArchive;
+        _rowLimit = rowLimit;
         _arrays = names.ToDictionary(n => n, _ => (NpyArray?)null, StringComparer.Ordinal);
     }
+
+    /// <summary>The same file seen through its first <paramref name="samples"/> samples (for a quick check run).</summary>
+    public DataFile Take(long samples) => new(Path, _isArchive, _arrays.Keys, Math.Min(samples, _rowLimit));
 
     /// <summary>The file's path, as given.</summary>
     public string Path { get; }
@@ -44,7 +56,7 @@ public sealed class DataFile
 
         try
         {
-            using var stream = File.OpenRead(path);
+            using var stream = InputFile.OpenRead(path, "data file");
             Span<byte> signature = stackalloc byte[4];
             var n = stream.Read(signature);
             stream.Position = 0;
@@ -63,7 +75,15 @@ public sealed class DataFile
             using var archive = new ZipArchive(stream, ZipArchiveMode.Read);
             var names = archive.Entries
                 .Where(e => e.FullName.EndsWith(".npy", StringComparison.Ordinal))
-                .Select(e => e.FullName[..^4]);
+                .Select(e => e.FullName[..^4])
+                .ToArray();
+            if (names.GroupBy(n => n, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            {
+                throw new QuantException(ErrorCode.DataUnreadable,
+                    $"'{path}' holds two members named '{twice.Key}.npy'; which one counts would be up to each tool. Save the data again with numpy.savez.",
+                    new SourceLocation(path));
+            }
+
             return new DataFile(path, isArchive: true, names);
         }
         catch (QuantException e) when (e.Location is null)
@@ -87,7 +107,7 @@ public sealed class DataFile
     {
         if (_arrays.TryGetValue(name, out var array))
         {
-            return array ?? (_arrays[name] = Read(name));
+            return array ?? (_arrays[name] = Read(name).Head(_rowLimit));
         }
 
         throw new QuantException(ErrorCode.DataMissingArray,
@@ -119,16 +139,23 @@ public sealed class DataFile
     {
         try
         {
-            using var stream = File.OpenRead(Path);
+            using var stream = InputFile.OpenRead(Path, "data file");
             if (!_isArchive)
             {
-                return NpyReader.Read(stream, name, $"'{Path}'");
+                return NpyReader.Read(stream, name, $"'{Path}'", stream.Length);
             }
 
             using var archive = new ZipArchive(stream, ZipArchiveMode.Read);
             var entry = archive.GetEntry(name + ".npy")!;
+            if (entry.Length > MaxPlainExpansionBytes && entry.Length > MaxExpansion * Math.Max(1, entry.CompressedLength))
+            {
+                throw new QuantException(ErrorCode.InputTooLarge,
+                    FormattableString.Invariant($"Array '{name}' of '{Path}' claims {entry.Length:N0} bytes from {entry.CompressedLength:N0} compressed, more than {MaxExpansion}-fold; refused as a zip bomb. Real data does not compress that far: save it with numpy.savez, or without compression."),
+                    new SourceLocation(Path));
+            }
+
             using var member = entry.Open();
-            return NpyReader.Read(member, name, $"Array '{name}' of '{Path}'");
+            return NpyReader.Read(member, name, $"Array '{name}' of '{Path}'", entry.Length);
         }
         catch (QuantException e) when (e.Location is null)
         {

@@ -49,4 +49,19 @@ public sealed class NpyArray
 
     /// <summary>The length of the first axis (samples, for model data); 1 for a scalar.</summary>
     public long Rows => Shape.Count == 0 ? 1 : Shape[0];
+
+    /// <summary>The first <paramref name="rows"/> samples (all of them when there are fewer).</summary>
+    public NpyArray Head(long rows)
+    {
+        if (Shape.Count == 0 || rows >= Rows)
+        {
+            return this;
+        }
+
+        var shape = Shape.ToArray();
+        shape[0] = rows;
+        var perRow = Rows == 0 ? 0 : Length / Rows;
+        var count = checked((int)(perRow * rows));
+        return new NpyArray(Name, DType, shape, Floats?[..count], Integers?[..count]);
+    }
 }

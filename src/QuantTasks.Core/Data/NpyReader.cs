@@ -16,7 +16,12 @@ internal static partial class NpyReader
     private static readonly byte[] Magic = [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
 
     /// <summary>Reads one array from <paramref name="stream"/>; <paramref name="where"/> names it in errors.</summary>
-    public static NpyArray Read(Stream stream, string name, string where)
+    /// <param name="stream">The array's bytes.</param>
+    /// <param name="name">The array's name.</param>
+    /// <param name="where">Names the array in errors.</param>
+    /// <param name="available">How many bytes the stream holds in all (a file's or archive member's size):
+    /// a header that declares more data than that is refused before anything is allocated for it.</param>
+    public static NpyArray Read(Stream stream, string name, string where, long available = long.MaxValue)
     {
         Span<byte> prefix = stackalloc byte[10];
         if (ReadFully(stream, prefix) < 8 || !prefix[..6].SequenceEqual(Magic))
@@ -64,7 +69,20 @@ internal static partial class NpyReader
         long count = 1;
         foreach (var dim in shape)
         {
-            count = checked(count * dim);
+            if (dim != 0 && count > long.MaxValue / dim / elementSize)
+            {
+                throw new QuantException(ErrorCode.DataUnreadable,
+                    FormattableString.Invariant($"{where} declares shape ({string.Join(", ", shape)}), more elements than any file can hold; the file is damaged."));
+            }
+
+            count *= dim;
+        }
+
+        var dataStart = (major == 1 ? 10 : 12) + headerLength;
+        if (count * elementSize > available - dataStart)
+        {
+            throw new QuantException(ErrorCode.DataTruncated,
+                FormattableString.Invariant($"{where} has shape ({string.Join(", ", shape)}) and needs {count * elementSize} bytes of data but stores only {Math.Max(0, available - dataStart)}. The file is truncated; save it again."));
         }
 
         if (count * elementSize > Array.MaxLength)

@@ -19,6 +19,15 @@ public enum ErrorCode
     /// <summary>A file could not be read or written (permissions, a directory in its place).</summary>
     FileAccess = 1004,
 
+    /// <summary>A file named as input is a pipe, socket, device or folder rather than a regular file.</summary>
+    NotARegularFile = 1005,
+
+    /// <summary>An input is larger than QuantTasks reads (a policy over its size or alias limit, a data archive that expands beyond reason).</summary>
+    InputTooLarge = 1006,
+
+    /// <summary>A folder given as the cache is not one QuantTasks made; nothing in it was removed.</summary>
+    NotACache = 1007,
+
     /// <summary>The policy is not well-formed YAML (including a tab used for indentation).</summary>
     PolicySyntax = 1101,
 
@@ -64,6 +73,9 @@ public enum ErrorCode
     /// <summary>The model uses operators (or attribute values) the Hessian analysis does not run.</summary>
     UnsupportedOperator = 1207,
 
+    /// <summary>A weight tensor or a data array holds NaN or an infinity.</summary>
+    NonFiniteValues = 1208,
+
     /// <summary>A data file is not a valid .npy or .npz file.</summary>
     DataUnreadable = 1301,
 
@@ -78,6 +90,9 @@ public enum ErrorCode
 
     /// <summary>A data array's layout is not supported (Fortran order, big-endian).</summary>
     DataUnsupportedLayout = 1305,
+
+    /// <summary>A label names no class of the model (negative, or not below the number of outputs).</summary>
+    LabelOutOfRange = 1306,
 
     /// <summary>CUDA was asked for and TorchSharp reports none.</summary>
     CudaUnavailable = 1402,

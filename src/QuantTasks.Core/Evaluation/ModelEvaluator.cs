@@ -49,8 +49,8 @@ public static class ModelEvaluator
     public static ModelOutputs Run(byte[] model, DataFile data, string? outputName, string modelPath)
     {
         ArgumentNullException.ThrowIfNull(data);
-        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
-        using var session = new InferenceSession(model, options);
+        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
+        using var session = CreateSession(model, options, modelPath);
         var inputNames = session.InputNames;
         var output = outputName ?? session.OutputNames[0];
         if (!session.OutputNames.Contains(output))
@@ -91,7 +91,7 @@ public static class ModelEvaluator
                     values.Add(OrtValue.CreateTensorValueFromMemory(array.Floats!.AsSpan(start * perSample, count * perSample).ToArray(), shape));
                 }
 
-                using var outputs = session.Run(runOptions, inputNames, values, [output]);
+                using var outputs = RunSession(session, runOptions, inputNames, values, output, modelPath, data.Path);
                 var span = outputs[0].GetTensorDataAsSpan<float>();
                 classes = span.Length / count;
                 foreach (var v in span)
@@ -110,6 +110,63 @@ public static class ModelEvaluator
 
         return new ModelOutputs(results.ToArray(), samples, classes);
     }
+
+    /// <summary>
+    /// Checks that ONNX Runtime accepts the model and, with <paramref name="data"/>, runs it on the first
+    /// <paramref name="samples"/> samples: a graph with a cycle, an undefined input, an unknown operator or
+    /// shapes that do not fit is reported here, before any stage (the Hessian engine above all) works on it.
+    /// </summary>
+    /// <exception cref="QuantException"><see cref="Diagnostics.ErrorCode.OnnxInvalidModel"/> with ONNX Runtime's reason.</exception>
+    /// <returns>The outputs on those samples; null without data.</returns>
+    public static ModelOutputs? Check(byte[] model, DataFile? data, string? outputName, string modelPath, int samples = 1)
+    {
+        if (data is null)
+        {
+            using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
+            using var session = CreateSession(model, options, modelPath);
+            if (outputName is not null && !session.OutputNames.Contains(outputName))
+            {
+                throw new QuantException(ErrorCode.PolicyInvalidValue,
+                    $"Model '{modelPath}' has no output '{outputName}'; its outputs are {string.Join(", ", session.OutputNames)}.",
+                    new SourceLocation(modelPath));
+            }
+
+            return null;
+        }
+
+        return Run(model, data.Take(samples), outputName, modelPath);
+    }
+
+    private static InferenceSession CreateSession(byte[] model, SessionOptions options, string modelPath)
+    {
+        try
+        {
+            return new InferenceSession(model, options);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new QuantException(ErrorCode.OnnxInvalidModel,
+                $"ONNX Runtime cannot load model '{modelPath}': {OneLine(e.Message)}. The graph is invalid (a cycle, a value nothing defines, an unknown operator or a type it does not take); export the model again.",
+                new SourceLocation(modelPath), e);
+        }
+    }
+
+    private static IDisposableReadOnlyCollection<OrtValue> RunSession(InferenceSession session, RunOptions runOptions,
+        IReadOnlyCollection<string> inputNames, IReadOnlyCollection<OrtValue> values, string output, string modelPath, string dataPath)
+    {
+        try
+        {
+            return session.Run(runOptions, inputNames, values, [output]);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new QuantException(ErrorCode.OnnxInvalidModel,
+                $"ONNX Runtime cannot run model '{modelPath}' on '{dataPath}': {OneLine(e.Message)}. Most often a weight's shape does not fit its operator, or the data's shape does not fit the model's input.",
+                new SourceLocation(modelPath), e);
+        }
+    }
+
+    private static string OneLine(string text) => string.Join(' ', text.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries)).TrimEnd('.');
 
     /// <summary>Percentage of samples whose largest output is the label.</summary>
     public static double Top1(ModelOutputs outputs, long[] labels)

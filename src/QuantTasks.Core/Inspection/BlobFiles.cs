@@ -14,7 +14,7 @@ public static class BlobFiles
             return false;
         }
 
-        using var stream = File.OpenRead(path);
+        using var stream = InputFile.OpenRead(path, "input file");
         Span<byte> magic = stackalloc byte[6];
         return stream.Read(magic) == 6 && magic.SequenceEqual("QTBLOB"u8);
     }
@@ -30,8 +30,9 @@ public static class BlobFiles
 
         try
         {
-            using var stream = File.OpenRead(path);
-            return QuantBlob.Read(stream);
+            // The whole file, not the length its header declares: bytes appended to a blob make it invalid,
+            // exactly as QuantBlob.Read(byte[]) in the app would find.
+            return QuantBlob.Read(InputFile.ReadAllBytes(path, "blob", tooLarge: ErrorCode.BlobInvalid));
         }
         catch (QuantBlobException e)
         {

@@ -55,14 +55,14 @@ internal static class ExternalData
         }
 
         byte[] bytes;
-        using (var stream = File.OpenRead(file))
+        using (var stream = InputFile.OpenRead(file, $"external data file of tensor '{tensor.Name}'", new SourceLocation(modelDisplayPath)))
         {
             if (length < 0)
             {
                 length = stream.Length - offset;
             }
 
-            if (offset < 0 || length < 0 || offset + length > stream.Length)
+            if (offset < 0 || length < 0 || offset > stream.Length || length > stream.Length - offset)
             {
                 throw new QuantException(ErrorCode.OnnxExternalDataMissing,
                     FormattableString.Invariant($"Tensor '{tensor.Name}' needs bytes {offset} to {offset + length} of '{location}', which has only {stream.Length}. The external data file is truncated or belongs to another model."),
@@ -119,8 +119,11 @@ internal static class ExternalData
     {
         var root = Path.GetFullPath(folder);
         var candidate = Path.GetFullPath(Path.Combine(root, location));
-        var rootWithSeparator = Path.EndsInDirectorySeparator(root) ? root : root + Path.DirectorySeparatorChar;
-        if (Path.IsPathRooted(location) || !candidate.StartsWith(rootWithSeparator, StringComparison.Ordinal))
+
+        // Compared twice: as written (no absolute path, no climbing out with ..), and with every symbolic link
+        // resolved, so that a link inside the folder cannot point the read (or a write) anywhere else.
+        if (Path.IsPathRooted(location) || location.Contains('\0', StringComparison.Ordinal) || !InputFile.IsInside(root, candidate)
+            || !InputFile.IsInside(InputFile.RealPath(root), InputFile.RealPath(candidate)))
         {
             var what = tensorName is null ? "An external data location" : $"Tensor '{tensorName}'";
             throw new QuantException(ErrorCode.OnnxExternalDataOutsideFolder,

@@ -60,8 +60,8 @@ public sealed class OnnxModel
         ModelProto proto;
         try
         {
-            using var stream = File.OpenRead(fullPath);
-            proto = ModelProto.Parser.ParseFrom(stream);
+            // Read exactly the bytes the file holds (a device or pipe is refused before any read), then parse.
+            proto = ModelProto.Parser.ParseFrom(InputFile.ReadAllBytes(fullPath, "ONNX model", new SourceLocation(path)));
         }
         catch (InvalidProtocolBufferException e)
         {
@@ -76,6 +76,7 @@ public sealed class OnnxModel
 
         CheckLooksLikeOnnx(proto, path);
         var model = new OnnxModel(proto, path, fullPath);
+        CheckNames(proto.Graph, path);
         model.ResolveExternalData();
         model.CheckStoredSizes();
         return model;
@@ -188,6 +189,39 @@ public sealed class OnnxModel
             throw new QuantException(ErrorCode.OnnxUnreadable,
                 $"'{path}' is not an ONNX model (it has no IR version or no graph). Give the .onnx file your exporter wrote.",
                 new SourceLocation(path));
+        }
+    }
+
+    /// <summary>
+    /// Every value of a graph has one producer: a graph input, an initializer or a node output. Two initializers
+    /// of one name (with different shapes, say) would leave it to each tool which one counts, and the executors
+    /// disagree, so such a model is refused naming the value.
+    /// </summary>
+    private static void CheckNames(GraphProto graph, string path)
+    {
+        var initializers = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var init in graph.Initializer)
+        {
+            if (!initializers.Add(init.Name))
+            {
+                throw new QuantException(ErrorCode.OnnxInvalidModel,
+                    $"'{path}' has two initializers named '{init.Name}'. Each value of a graph must have one definition; export the model again.",
+                    new SourceLocation(path));
+            }
+        }
+
+        var produced = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var node in graph.Node)
+        {
+            foreach (var output in node.Output)
+            {
+                if (output.Length > 0 && (!produced.Add(output) || initializers.Contains(output)))
+                {
+                    throw new QuantException(ErrorCode.OnnxInvalidModel,
+                        $"'{path}': the value '{output}' of node '{node.Name}' ({node.OpType}) is defined twice (by another node or an initializer). Each value of a graph must have one definition; export the model again.",
+                        new SourceLocation(path));
+                }
+            }
         }
     }
 

@@ -71,6 +71,12 @@ public static class TensorValues
         }
 
         var count = ElementCount(tensor);
+        if (count > long.MaxValue / size)
+        {
+            // Counted in bytes such a shape would wrap around to a small number, even to 0 for [2^31, 2^31].
+            throw SizeMismatch(tensor, count, tensor.HasRawData ? $"{tensor.RawData.Length} bytes of raw_data" : "far fewer values", "more bytes than a file can hold");
+        }
+
         if (tensor.HasRawData)
         {
             if (tensor.RawData.Length != count * size)

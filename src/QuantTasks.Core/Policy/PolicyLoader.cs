@@ -65,8 +65,23 @@ public static class PolicyLoader
                 $"Policy file '{path}' does not exist. Create one with 'dotnet quant init'.", new SourceLocation(path));
         }
 
-        return Parse(File.ReadAllText(path), path);
+        var bytes = InputFile.ReadAllBytes(path, "policy file", maxBytes: MaxPolicyBytes, tooLarge: ErrorCode.InputTooLarge);
+        string text;
+        try
+        {
+            text = new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes).TrimStart('\uFEFF');
+        }
+        catch (System.Text.DecoderFallbackException e)
+        {
+            throw new QuantException(ErrorCode.PolicySyntax,
+                $"The policy is not UTF-8 text (byte {e.Index} is not valid UTF-8). Save it as UTF-8.", new SourceLocation(path), e);
+        }
+
+        return Parse(text, path);
     }
+
+    /// <summary>The largest policy file read: a real one is a few kilobytes.</summary>
+    public const int MaxPolicyBytes = 1 << 20;
 
     /// <summary>Validates and binds policy text; <paramref name="path"/> is where relative paths start and what errors name.</summary>
     public static LoadedPolicy Parse(string text, string path)
@@ -75,6 +90,11 @@ public static class PolicyLoader
         try
         {
             document = YamlJson.Parse(text);
+        }
+        catch (YamlLimitException e)
+        {
+            throw QuantException.Combine([new QuantException(ErrorCode.InputTooLarge, e.Message.TrimEnd('.') + ".",
+                new SourceLocation(path, (int)e.Start.Line, (int)e.Start.Column), e)]);
         }
         catch (YamlException e)
         {
@@ -141,13 +161,37 @@ public static class PolicyLoader
 
         foreach (var (pointer, value, what) in named)
         {
-            var full = loaded.Resolve(value);
-            if (!File.Exists(full))
+            var at = document.ValuePosition(pointer);
+            var location = new SourceLocation(loaded.Path, at.Line, at.Column);
+            if (value.Contains('\0', StringComparison.Ordinal))
             {
-                var at = document.ValuePosition(pointer);
+                yield return new QuantException(ErrorCode.PolicyInvalidValue, $"The {what} path contains a NUL character; no file has such a name.", location);
+                continue;
+            }
+
+            var full = loaded.Resolve(value);
+            if (!File.Exists(full) && !Directory.Exists(full))
+            {
                 yield return new QuantException(ErrorCode.PolicyMissingFile,
                     $"The {what} '{value}' does not exist (looked for {full}). Paths are relative to the policy file.",
-                    new SourceLocation(loaded.Path, at.Line, at.Column));
+                    location);
+                continue;
+            }
+
+            // A pipe, device or folder is refused here, at the policy's line, before anything reads it.
+            QuantException? problem = null;
+            try
+            {
+                InputFile.OpenRead(full, what, location).Dispose();
+            }
+            catch (QuantException e) when (e.Code is ErrorCode.NotARegularFile or ErrorCode.FileAccess)
+            {
+                problem = e;
+            }
+
+            if (problem is not null)
+            {
+                yield return problem;
             }
         }
     }

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using YamlDotNet.Core;
-using YamlDotNet.RepresentationModel;
+using YamlDotNet.Core.Events;
 
 namespace QuantTasks.Policy;
 
@@ -27,19 +27,217 @@ internal sealed partial class YamlJson
     /// <summary>The document's root (null for an empty document).</summary>
     public JsonNode? Root { get; private set; }
 
-    /// <summary>Parses YAML text.</summary>
+    /// <summary>How deeply maps and lists may nest; a real policy needs five levels.</summary>
+    public const int MaxDepth = 64;
+
+    /// <summary>How many nodes the document may hold once its aliases are expanded (the "billion laughs" bound).</summary>
+    public const int MaxNodes = 100_000;
+
+    /// <summary>
+    /// Parses YAML text. The tree is built from the parser's events with an explicit stack, never by recursion,
+    /// so that no nesting can overflow the stack, and aliases are expanded against a node budget.
+    /// </summary>
     /// <exception cref="YamlException">The text is not well-formed YAML.</exception>
+    /// <exception cref="YamlLimitException">The document nests deeper than <see cref="MaxDepth"/>, expands beyond <see cref="MaxNodes"/>, or an alias refers to a node that contains it.</exception>
     public static YamlJson Parse(string text)
     {
-        var stream = new YamlStream();
-        stream.Load(new StringReader(text));
         var result = new YamlJson();
-        if (stream.Documents.Count > 0)
+        var parser = new Parser(new StringReader(text));
+        parser.Consume<StreamStart>();
+        if (parser.Accept<DocumentStart>(out _))
         {
-            result.Root = result.Convert(stream.Documents[0].RootNode, "");
+            parser.Consume<DocumentStart>();
+            result.Root = result.ReadDocument(parser);
+            parser.Consume<DocumentEnd>();
+        }
+
+        // Later documents are checked for syntax, as a YAML stream must be, but not used.
+        while (parser.MoveNext())
+        {
         }
 
         return result;
+    }
+
+    /// <summary>One open map or list while the tree is built.</summary>
+    private sealed class Frame(JsonNode container, string pointer, string? anchor)
+    {
+        public JsonNode Container { get; } = container;
+
+        public string Pointer { get; } = pointer;
+
+        public string? Anchor { get; } = anchor;
+
+        public int Nodes { get; set; } = 1;
+
+        public string? Key { get; set; }
+
+        public bool ExpectsKey { get; set; } = container is JsonObject;
+    }
+
+    private JsonNode? ReadDocument(IParser parser)
+    {
+        var anchors = new Dictionary<string, (JsonNode? Node, int Nodes)>(StringComparer.Ordinal);
+        var open = new HashSet<string>(StringComparer.Ordinal);
+        var stack = new Stack<Frame>();
+        var total = 0;
+        JsonNode? root = null;
+
+        while (true)
+        {
+            var e = parser.Consume<ParsingEvent>();
+            if (e is MappingEnd or SequenceEnd)
+            {
+                var done = stack.Pop();
+                Complete(done.Container, done.Nodes, done.Anchor);
+                if (stack.Count == 0)
+                {
+                    return root;
+                }
+
+                continue;
+            }
+
+            var parent = stack.Count > 0 ? stack.Peek() : null;
+            if (parent is { ExpectsKey: true })
+            {
+                parent.Key = KeyOf(e, anchors, parent.Pointer);
+                parent.ExpectsKey = false;
+                continue;
+            }
+
+            var pointer = parent is null ? ""
+                : parent.Container is JsonObject ? parent.Pointer + "/" + Escape(parent.Key!)
+                : parent.Pointer + "/" + ((JsonArray)parent.Container).Count.ToString(CultureInfo.InvariantCulture);
+            _values[pointer] = new YamlPosition((int)e.Start.Line, (int)e.Start.Column);
+
+            JsonNode? value;
+            int nodes;
+            switch (e)
+            {
+                case MappingStart or SequenceStart:
+                    if (stack.Count >= MaxDepth)
+                    {
+                        throw new YamlLimitException(e.Start, e.End,
+                            $"The policy nests maps and lists more than {MaxDepth} levels deep; a policy needs only a few");
+                    }
+
+                    CountNodes(ref total, 1, e);
+                    var anchor = e is MappingStart m ? m.Anchor : ((SequenceStart)e).Anchor;
+                    var name = anchor.IsEmpty ? null : anchor.Value;
+                    if (name is not null)
+                    {
+                        open.Add(name);
+                        anchors.Remove(name);
+                    }
+
+                    JsonNode container = e is MappingStart ? new JsonObject() : new JsonArray();
+                    Attach(parent, container);
+                    stack.Push(new Frame(container, pointer, name));
+                    root ??= container;
+                    continue;
+                case Scalar scalar:
+                    CountNodes(ref total, 1, e);
+                    value = ConvertScalar(scalar);
+                    nodes = 1;
+                    if (!scalar.Anchor.IsEmpty)
+                    {
+                        anchors[scalar.Anchor.Value] = (value?.DeepClone(), 1);
+                    }
+
+                    break;
+                case AnchorAlias alias:
+                    if (open.Contains(alias.Value.Value) && !anchors.ContainsKey(alias.Value.Value))
+                    {
+                        throw new YamlLimitException(e.Start, e.End,
+                            $"The alias *{alias.Value.Value} refers to the node that contains it, which would never end");
+                    }
+
+                    if (!anchors.TryGetValue(alias.Value.Value, out var target))
+                    {
+                        throw new YamlException(e.Start, e.End, $"The alias *{alias.Value.Value} names no anchor defined before it");
+                    }
+
+                    CountNodes(ref total, target.Nodes, e);
+                    value = target.Node?.DeepClone();
+                    nodes = target.Nodes;
+                    break;
+                default:
+                    throw new YamlException(e.Start, e.End, $"Unexpected YAML event {e.GetType().Name}");
+            }
+
+            if (parent is null)
+            {
+                return value;
+            }
+
+            Attach(parent, value);
+            parent.Nodes += nodes;
+        }
+
+        void Complete(JsonNode container, int nodes, string? anchor)
+        {
+            if (stack.Count > 0)
+            {
+                stack.Peek().Nodes += nodes;
+            }
+
+            if (anchor is not null)
+            {
+                open.Remove(anchor);
+                anchors[anchor] = (container.DeepClone(), nodes);
+            }
+        }
+    }
+
+    private static void Attach(Frame? parent, JsonNode? value)
+    {
+        if (parent is null)
+        {
+            return;
+        }
+
+        if (parent.Container is JsonArray array)
+        {
+            array.Add(value);
+            return;
+        }
+
+        // `key:` with nothing after it (every child commented out, say) means the key is not given.
+        if (value is not null)
+        {
+            parent.Container.AsObject()[parent.Key!] = value;
+        }
+
+        parent.ExpectsKey = true;
+    }
+
+    private string KeyOf(ParsingEvent e, Dictionary<string, (JsonNode? Node, int Nodes)> anchors, string pointer)
+    {
+        var name = e switch
+        {
+            Scalar scalar => scalar.Value ?? "",
+            AnchorAlias alias when anchors.TryGetValue(alias.Value.Value, out var target) && target.Node is JsonValue v => v.ToString(),
+            _ => throw new YamlException(e.Start, e.End, "A key must be plain text; a list, a map or an alias cannot be a key here"),
+        };
+        var child = pointer + "/" + Escape(name);
+        if (_keys.ContainsKey(child))
+        {
+            throw new YamlException(e.Start, e.End, $"The key '{name}' appears twice in the same map");
+        }
+
+        _keys[child] = new YamlPosition((int)e.Start.Line, (int)e.Start.Column);
+        return name;
+    }
+
+    private static void CountNodes(ref int total, int add, ParsingEvent e)
+    {
+        total += add;
+        if (total > MaxNodes)
+        {
+            throw new YamlLimitException(e.Start, e.End,
+                FormattableString.Invariant($"The policy expands to more than {MaxNodes:N0} values once its aliases are replaced by what they name"));
+        }
     }
 
     /// <summary>Where the value at a JSON pointer starts; for a missing value, its nearest present parent.</summary>
@@ -73,49 +271,8 @@ internal sealed partial class YamlJson
     /// <summary>Escapes a key for use in a JSON pointer (RFC 6901).</summary>
     public static string Escape(string key) => key.Replace("~", "~0", StringComparison.Ordinal).Replace("/", "~1", StringComparison.Ordinal);
 
-    private JsonNode? Convert(YamlNode node, string pointer)
-    {
-        _values[pointer] = new YamlPosition((int)node.Start.Line, (int)node.Start.Column);
-        switch (node)
-        {
-            case YamlMappingNode mapping:
-                var obj = new JsonObject();
-                foreach (var (key, value) in mapping.Children)
-                {
-                    var name = key is YamlScalarNode scalarKey ? scalarKey.Value ?? "" : key.ToString();
-                    var child = pointer + "/" + Escape(name);
-                    if (_keys.ContainsKey(child))
-                    {
-                        throw new YamlException(key.Start, key.End, $"The key '{name}' appears twice in the same map");
-                    }
-
-                    _keys[child] = new YamlPosition((int)key.Start.Line, (int)key.Start.Column);
-
-                    // `key:` with nothing after it (every child commented out, say) means the key is not given.
-                    if (Convert(value, child) is { } converted)
-                    {
-                        obj[name] = converted;
-                    }
-                }
-
-                return obj;
-            case YamlSequenceNode sequence:
-                var array = new JsonArray();
-                for (var i = 0; i < sequence.Children.Count; i++)
-                {
-                    array.Add(Convert(sequence.Children[i], pointer + "/" + i.ToString(CultureInfo.InvariantCulture)));
-                }
-
-                return array;
-            case YamlScalarNode scalar:
-                return ConvertScalar(scalar);
-            default:
-                return null;
-        }
-    }
-
     // YAML 1.2 core schema: plain scalars may be null, booleans or numbers; quoted ones are always strings.
-    private static JsonValue? ConvertScalar(YamlScalarNode scalar)
+    private static JsonValue? ConvertScalar(Scalar scalar)
     {
         var text = scalar.Value ?? "";
         if (scalar.Style is not ScalarStyle.Plain)
@@ -156,4 +313,13 @@ internal sealed partial class YamlJson
 
     [GeneratedRegex(@"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")]
     private static partial Regex FloatPattern();
+}
+
+/// <summary>A policy that is well-formed YAML but over one of the limits that keep parsing bounded.</summary>
+internal sealed class YamlLimitException : YamlException
+{
+    public YamlLimitException(Mark start, Mark end, string message)
+        : base(start, end, message)
+    {
+    }
 }

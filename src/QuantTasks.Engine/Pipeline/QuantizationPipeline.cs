@@ -92,8 +92,17 @@ public sealed class QuantizationPipeline
     {
         ArgumentNullException.ThrowIfNull(loaded);
         ArgumentNullException.ThrowIfNull(options);
+        // Nothing is written until every model has been computed: a run that fails half-way leaves the output
+        // folder as it was, never a blob without its loader or a loader for a model the gate never judged.
+        var results = loaded.Policy.Models.Select(m => RunModel(loaded, m, options)).ToArray();
         Directory.CreateDirectory(options.OutputDirectory);
-        var artifacts = loaded.Policy.Models.Select(m => RunModel(loaded, m, options)).ToArray();
+        foreach (var (model, blob, code) in results)
+        {
+            AtomicFile.WriteIfChanged(model.BlobPath, blob);
+            AtomicFile.WriteIfChanged(model.CodePath, code);
+        }
+
+        var artifacts = results.Select(r => r.Artifacts).ToArray();
         var report = new QuantizationReport(artifacts.Select(a => a.Report).ToArray());
         AtomicFile.WriteAllText(Path.Combine(options.OutputDirectory, "report.json"), report.ToJson());
         AtomicFile.WriteAllText(Path.Combine(options.OutputDirectory, "report.md"), report.ToMarkdown());
@@ -106,7 +115,7 @@ public sealed class QuantizationPipeline
         return new PipelineResult(artifacts, report, failures);
     }
 
-    private ModelArtifacts RunModel(LoadedPolicy loaded, ModelOptions modelOptions, PipelineOptions options)
+    private (ModelArtifacts Artifacts, byte[] Blob, string Code) RunModel(LoadedPolicy loaded, ModelOptions modelOptions, PipelineOptions options)
     {
         var clock = Stopwatch.StartNew();
         StartStages();
@@ -124,8 +133,6 @@ public sealed class QuantizationPipeline
         if (options.Cache?.TryGet(key, _note) is { } cached)
         {
             Report(name, "cache hit", 0.9);
-            AtomicFile.WriteIfChanged(blobPath, cached.Blob);
-            AtomicFile.WriteIfChanged(codePath, cached.Code);
             var fromCache = JsonSerializer.Deserialize<ModelReport>(cached.Report, QuantizationReport.JsonOptions)! with
             {
                 Source = modelPath,
@@ -135,12 +142,27 @@ public sealed class QuantizationPipeline
             };
             Report(name, "done", 1);
             fromCache = fromCache with { Stages = StageSeconds() };
-            return new ModelArtifacts(fromCache, blobPath, codePath, @namespace, inputs);
+            return (new ModelArtifacts(fromCache, blobPath, codePath, @namespace, inputs), cached.Blob, cached.Code);
+        }
+
+        // ONNX Runtime judges the graph first (and runs it on a calibration sample): no graph it rejects, and no
+        // shape that does not fit, may reach the Hessian engine, where libtorch would abort the process.
+        var calibrationData = policy.Data.Calibration is { } calibrationFile ? DataFile.Load(loaded.Resolve(calibrationFile)) : null;
+        var probe = ModelEvaluator.Check(model.ToBytes(), calibrationData, modelOptions.Output, modelPath);
+        if (calibrationData is not null)
+        {
+            InputChecks.RequireFinite(calibrationData);
+            InputChecks.RequireLabelsInRange(calibrationData, probe!.Classes);
         }
 
         var weights = WeightCatalog.Find(model);
 
         var values = weights.Select(w => model.ReadFloats(model.FindTensor(w.Name)!)).ToArray();
+        for (var i = 0; i < weights.Count; i++)
+        {
+            InputChecks.RequireFinite(values[i], weights[i].Name, modelPath);
+        }
+
         var sensitivities = Analyze(loaded, modelOptions, model, weights, name);
 
         Report(name, "search", 0.5);
@@ -178,8 +200,6 @@ public sealed class QuantizationPipeline
             }
         }
 
-        AtomicFile.WriteIfChanged(blobPath, blob.Bytes);
-
         Report(name, "evaluate", 0.8);
         var accuracy = policy.Data.Evaluation is { } evaluation
             ? Evaluate(model, QuantBlob.Read(blob.Bytes), DataFile.Load(loaded.Resolve(evaluation)), modelOptions.Output, policy.Accuracy, modelPath)
@@ -212,9 +232,8 @@ public sealed class QuantizationPipeline
         Report(name, "done", 1);
         report = report with { Stages = StageSeconds() };
         var code = LoaderGenerator.Generate(@namespace, report, ToolVersion);
-        AtomicFile.WriteIfChanged(codePath, code);
         options.Cache?.Put(key, new CachedResult(name, blob.Bytes, code, JsonSerializer.Serialize(report, QuantizationReport.JsonOptions)), _note);
-        return new ModelArtifacts(report, blobPath, codePath, @namespace, inputs);
+        return (new ModelArtifacts(report, blobPath, codePath, @namespace, inputs), blob.Bytes, code);
     }
 
     /// <summary>
@@ -258,7 +277,9 @@ public sealed class QuantizationPipeline
 
     private static AccuracyReport Evaluate(OnnxModel model, QuantBlob blob, DataFile data, string? output, AccuracyOptions options, string modelPath)
     {
+        InputChecks.RequireFinite(data);
         var baseline = ModelEvaluator.Run(model.ToBytes(), data, output, modelPath);
+        InputChecks.RequireLabelsInRange(data, baseline.Classes);
         var quantized = ModelEvaluator.Run(blob.DecodeOnnxModel(), data, output, modelPath);
         var labels = data.Labels();
         var (metric, before, after) = options.Metric switch
