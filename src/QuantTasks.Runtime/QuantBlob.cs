@@ -231,7 +231,6 @@ public sealed class QuantBlob
         var parameters = payload.Slice(0, (int)entry.ParameterBytes);
         var tables = payload.Slice((int)entry.ParameterBytes, (int)entry.TableBytes);
         var stream = payload.Slice((int)(entry.ParameterBytes + entry.TableBytes));
-        var table = Dequantizer.LevelTable(entry.Quantizer, entry.Channels, levels, parameters);
         var symbols = ArrayPool<byte>.Shared.Rent((int)entry.Elements);
         try
         {
@@ -261,7 +260,7 @@ public sealed class QuantBlob
                 inner *= entry.Dims[axis];
             }
 
-            Dequantizer.Expand(output, table, levels, entry.Channels, entry.ChannelAxis >= 0 ? inner : entry.Elements, type, target);
+            Dequantizer.Decode(output, entry.Quantizer, parameters, levels, entry.Channels, entry.ChannelAxis >= 0 ? inner : entry.Elements, type, target);
         }
         finally
         {
@@ -284,7 +283,13 @@ public sealed class QuantBlob
         for (var i = 0; i < count; i++)
         {
             var key = reader.String(reader.UInt16());
-            var value = reader.String(checked((int)reader.UInt32()));
+            var length = reader.UInt32();
+            if (length > reader.Remaining)
+            {
+                throw new QuantBlobException($"The blob's metadata value '{key}' claims {length} bytes, more than the section holds; it is corrupt.");
+            }
+
+            var value = reader.String((int)length);
             metadata[key] = value;
         }
 
@@ -321,6 +326,13 @@ public sealed class QuantBlob
             {
                 throw new QuantBlobException("The blob's tensors would take more than 2 GB decoded; it is corrupt.");
             }
+
+            // No coder of the format gets near 1,024-fold, so a small blob that claims to decode to gigabytes
+            // is corrupt or crafted; refusing it keeps decoding memory proportional to the blob.
+            if (decoded > MaxExpansionSlack + (MaxExpansion * payloadLength))
+            {
+                throw new QuantBlobException($"The blob's tensors would take {decoded} bytes decoded from {payloadLength} bytes of payload, more than {MaxExpansion}-fold; it is corrupt.");
+            }
         }
 
         if (reader.Remaining != 0)
@@ -330,6 +342,9 @@ public sealed class QuantBlob
 
         return entries;
     }
+
+    private const long MaxExpansion = 1024;
+    private const long MaxExpansionSlack = 64L << 20;
 
     private static int ReadFully(Stream stream, byte[] buffer, int offset, int count)
     {

@@ -305,7 +305,7 @@ public sealed class ContentCache
         {
             AtomicFile.WriteAllText(tag, TagSignature + "\n# This folder is the QuantTasks content-hash cache; 'dotnet quant cache clear' empties it.\n");
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (QuantException e)
         {
             note?.Invoke($"The cache tag {tag} could not be written: {e.Message}");
         }

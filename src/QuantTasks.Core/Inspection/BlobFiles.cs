@@ -45,13 +45,27 @@ public static class BlobFiles
     public static byte[] Decode(QuantBlob blob, string path)
     {
         ArgumentNullException.ThrowIfNull(blob);
+        byte[] model;
         try
         {
-            return blob.DecodeOnnxModel();
+            model = blob.DecodeOnnxModel();
         }
         catch (QuantBlobException e)
         {
             throw new QuantException(ErrorCode.BlobInvalid, $"'{path}' is not a usable QuantTasks blob: {e.Message}", new SourceLocation(path), e);
         }
+
+        // Checksums prove the bytes are the writer's, not that the writer was QuantTasks: a crafted blob with
+        // valid checksums can hold any graph. Whatever is handed on must be a model ONNX Runtime loads.
+        try
+        {
+            Evaluation.ModelEvaluator.Check(model, null, null, path);
+        }
+        catch (QuantException e) when (e.Code == ErrorCode.OnnxInvalidModel)
+        {
+            throw new QuantException(ErrorCode.BlobInvalid, $"'{path}' is not a usable QuantTasks blob: its model does not load in ONNX Runtime ({e.Message})", new SourceLocation(path), e);
+        }
+
+        return model;
     }
 }

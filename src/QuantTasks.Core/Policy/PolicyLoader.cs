@@ -93,7 +93,7 @@ public static class PolicyLoader
         }
         catch (YamlLimitException e)
         {
-            throw QuantException.Combine([new QuantException(ErrorCode.InputTooLarge, e.Message.TrimEnd('.') + ".",
+            throw QuantException.Combine([new QuantException(e.Code, e.Message.TrimEnd('.') + ".",
                 new SourceLocation(path, (int)e.Start.Line, (int)e.Start.Column), e)]);
         }
         catch (YamlException e)
@@ -248,7 +248,10 @@ public static class PolicyLoader
         for (var i = 0; i < lines.Length; i++)
         {
             var indent = lines[i].Length - lines[i].TrimStart(' ', '\t').Length;
-            if (lines[i][..indent].Contains('\t', StringComparison.Ordinal) && (i + 1 == line || i + 2 == line || i == line))
+            // YamlDotNet places some tab errors at the enclosing map's start (even line 1), so a message about a
+            // tab is matched with the first line indented by one, wherever it is.
+            var near = i + 1 == line || i + 2 == line || i == line || reason.Contains("tab", StringComparison.OrdinalIgnoreCase);
+            if (lines[i][..indent].Contains('\t', StringComparison.Ordinal) && near)
             {
                 return QuantException.Combine([new QuantException(ErrorCode.PolicySyntax,
                     "A tab is used for indentation; YAML allows only spaces. Replace the tab with spaces.",

@@ -302,6 +302,12 @@ internal sealed partial class YamlJson
 
         if (FloatPattern().IsMatch(text) && double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var number))
         {
+            if (!double.IsFinite(number))
+            {
+                throw new YamlLimitException(scalar.Start, scalar.End,
+                    $"The number {text} is beyond what a double holds (about 1.8e308)", Diagnostics.ErrorCode.PolicyInvalidValue);
+            }
+
             return JsonValue.Create(number);
         }
 
@@ -318,8 +324,12 @@ internal sealed partial class YamlJson
 /// <summary>A policy that is well-formed YAML but over one of the limits that keep parsing bounded.</summary>
 internal sealed class YamlLimitException : YamlException
 {
-    public YamlLimitException(Mark start, Mark end, string message)
+    public YamlLimitException(Mark start, Mark end, string message, Diagnostics.ErrorCode code = Diagnostics.ErrorCode.InputTooLarge)
         : base(start, end, message)
     {
+        Code = code;
     }
+
+    /// <summary>The error code the policy loader reports.</summary>
+    public Diagnostics.ErrorCode Code { get; }
 }

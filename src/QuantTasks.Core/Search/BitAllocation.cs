@@ -24,6 +24,15 @@ public static class BitAllocation
     public static int[] Exact(IReadOnlyList<IReadOnlyList<CandidateCost>> candidates, long budget)
     {
         CheckFeasible(candidates, budget);
+
+        // A budget that every combination meets (up to long.MaxValue bytes in a policy) leaves each tensor its
+        // cheapest-in-Omega candidate, and no size arithmetic may overflow on the way there.
+        var largest = candidates.Aggregate(0L, (sum, options) => sum + options.Max(o => o.Bytes));
+        if (budget >= largest)
+        {
+            return candidates.Select(options => Enumerable.Range(0, options.Count).MinBy(o => options[o].Omega)).ToArray();
+        }
+
         var unit = Math.Max(1, (budget + MaxStates - 1) / MaxStates);
         var capacity = (int)(budget / unit);
         var count = candidates.Count;

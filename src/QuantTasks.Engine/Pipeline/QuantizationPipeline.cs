@@ -95,7 +95,16 @@ public sealed class QuantizationPipeline
         // Nothing is written until every model has been computed: a run that fails half-way leaves the output
         // folder as it was, never a blob without its loader or a loader for a model the gate never judged.
         var results = loaded.Policy.Models.Select(m => RunModel(loaded, m, options)).ToArray();
-        Directory.CreateDirectory(options.OutputDirectory);
+        try
+        {
+            Directory.CreateDirectory(options.OutputDirectory);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new QuantException(ErrorCode.FileAccess, $"Cannot create the output folder '{options.OutputDirectory}': {e.Message}",
+                new SourceLocation(options.OutputDirectory), e);
+        }
+
         foreach (var (model, blob, code) in results)
         {
             AtomicFile.WriteIfChanged(model.BlobPath, blob);

@@ -51,6 +51,85 @@ internal static class Dequantizer
     }
 
     /// <summary>
+    /// Symbols to values for a blob's tensor, in memory proportional to the output. The level table is used when
+    /// it is no larger than the output; a blob with millions of channels of one element each (whose table would
+    /// be hundreds of times the output) is decoded by computing each value from its channel's parameters,
+    /// which gives the same floats: uniform levels are the same float32 expression, codebook levels the same
+    /// stored numbers.
+    /// </summary>
+    public static void Decode(ReadOnlySpan<byte> symbols, QuantizerKind quantizer, ReadOnlySpan<byte> parameters, int levels, int channels, long inner, int elementType, Span<byte> output)
+    {
+        if ((long)channels * levels <= symbols.Length + 65536L)
+        {
+            Expand(symbols, LevelTable(quantizer, channels, levels, parameters), levels, channels, inner, elementType, output);
+            return;
+        }
+
+        for (var c = 0; c < channels; c++)
+        {
+            CheckChannel(quantizer, c, levels, parameters);
+        }
+
+        var size = TensorEntry.ElementSize(elementType);
+        var i = 0;
+        while (i < symbols.Length)
+        {
+            for (var c = 0; c < channels && i < symbols.Length; c++)
+            {
+                var end = (int)Math.Min(symbols.Length, i + inner);
+                if (quantizer == QuantizerKind.Uniform)
+                {
+                    var scale = LittleEndian.ReadSingle(parameters.Slice(c * 8));
+                    var offset = LittleEndian.ReadSingle(parameters.Slice((c * 8) + 4));
+                    for (; i < end; i++)
+                    {
+                        Store(offset + (symbols[i] * scale), elementType, output.Slice(i * size));
+                    }
+                }
+                else
+                {
+                    var levelBase = (long)c * levels;
+                    for (; i < end; i++)
+                    {
+                        Store(LittleEndian.ReadSingle(parameters.Slice((int)((levelBase + symbols[i]) * 4))), elementType, output.Slice(i * size));
+                    }
+                }
+            }
+        }
+    }
+
+    // Every level of the channel is finite: for uniform levels the two ends suffice, as the levels lie between them.
+    private static void CheckChannel(QuantizerKind quantizer, int channel, int levels, ReadOnlySpan<byte> parameters)
+    {
+        if (quantizer == QuantizerKind.Uniform)
+        {
+            var scale = LittleEndian.ReadSingle(parameters.Slice(channel * 8));
+            var offset = LittleEndian.ReadSingle(parameters.Slice((channel * 8) + 4));
+            if (IsFinite(scale) && IsFinite(offset) && IsFinite(offset + ((levels - 1) * scale)))
+            {
+                return;
+            }
+        }
+        else
+        {
+            var ok = true;
+            for (var q = 0; q < levels && ok; q++)
+            {
+                ok = IsFinite(LittleEndian.ReadSingle(parameters.Slice((int)((((long)channel * levels) + q) * 4))));
+            }
+
+            if (ok)
+            {
+                return;
+            }
+        }
+
+        throw new QuantBlobException("A quantization level is not a finite number; the blob is corrupt.");
+    }
+
+    private static bool IsFinite(float value) => !float.IsNaN(value) && !float.IsInfinity(value);
+
+    /// <summary>
     /// Writes the value of each symbol into <paramref name="output"/>, encoded as <paramref name="elementType"/>
     /// (little-endian, as ONNX raw_data). Elements are in C order; <paramref name="inner"/> is the product of the
     /// dimensions after the channel axis.

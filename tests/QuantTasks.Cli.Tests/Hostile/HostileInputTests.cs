@@ -12,7 +12,7 @@ namespace QuantTasks.Cli.Tests.Hostile;
 /// end as a QT1xxx error with exit 1 (or a correct result), name what is wrong, leave no output behind, and stay
 /// within 10 s and 1 GB of managed allocation.
 /// </summary>
-public sealed class HostileInputTests : IDisposable
+public sealed partial class HostileInputTests : IDisposable
 {
     private readonly TempFolder _folder = new();
 
@@ -377,7 +377,7 @@ public sealed class HostileInputTests : IDisposable
     private static void AssertBadInput((int Exit, string Out, string Err) result, string code)
     {
         Assert.True(result.Exit == 1, $"exit {result.Exit}: {result.Err}");
-        Assert.Contains($"error {code}:", result.Err, StringComparison.Ordinal);
+        Assert.True(result.Err.Contains($"error {code}:", StringComparison.Ordinal), $"expected {code}: {result.Err}");
         Assert.DoesNotContain("QT3001", result.Err, StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", result.Err, StringComparison.Ordinal);
     }
