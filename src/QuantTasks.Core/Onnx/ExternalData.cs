@@ -118,11 +118,18 @@ internal static class ExternalData
     public static string ResolveInside(string folder, string location, string modelDisplayPath, string? tensorName = null)
     {
         var root = Path.GetFullPath(folder);
+        if (location.Contains('\0', StringComparison.Ordinal))
+        {
+            throw new QuantException(ErrorCode.OnnxExternalDataMissing,
+                $"{(tensorName is null ? "An external data location" : $"Tensor '{tensorName}'")} names a file with a NUL character in its name; no file has such a name. Export the model again.",
+                new SourceLocation(modelDisplayPath));
+        }
+
         var candidate = Path.GetFullPath(Path.Combine(root, location));
 
         // Compared twice: as written (no absolute path, no climbing out with ..), and with every symbolic link
         // resolved, so that a link inside the folder cannot point the read (or a write) anywhere else.
-        if (Path.IsPathRooted(location) || location.Contains('\0', StringComparison.Ordinal) || !InputFile.IsInside(root, candidate)
+        if (Path.IsPathRooted(location) || !InputFile.IsInside(root, candidate)
             || !InputFile.IsInside(InputFile.RealPath(root), InputFile.RealPath(candidate)))
         {
             var what = tensorName is null ? "An external data location" : $"Tensor '{tensorName}'";

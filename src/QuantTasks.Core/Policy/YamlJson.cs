@@ -41,6 +41,49 @@ internal sealed partial class YamlJson
     /// <exception cref="YamlLimitException">The document nests deeper than <see cref="MaxDepth"/>, expands beyond <see cref="MaxNodes"/>, or an alias refers to a node that contains it.</exception>
     public static YamlJson Parse(string text)
     {
+        ArgumentNullException.ThrowIfNull(text);
+        CheckPrintable(text);
+        try
+        {
+            return ParseEvents(text);
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or IndexOutOfRangeException or FormatException or OverflowException)
+        {
+            // YamlDotNet's scanner has states in which malformed input escapes as a plain exception.
+            throw new YamlException(new Mark(0, 1, 1), new Mark(0, 1, 1), $"The YAML parser could not read the text ({e.Message.TrimEnd('.')})", e);
+        }
+    }
+
+    // YAML allows only printable characters (tab, line breaks and the printable ranges); a NUL or another control
+    // character is reported where it is rather than wherever the parser happens to trip over it.
+    private static void CheckPrintable(string text)
+    {
+        var line = 1;
+        var column = 1;
+        for (var i = 0; i < text.Length; i++)
+        {
+            var c = text[i];
+            if (c == '\n')
+            {
+                line++;
+                column = 1;
+                continue;
+            }
+
+            var printable = c is '\t' or '\r' or '\u0085' || (c >= ' ' && c <= '~') || (c >= '\u00A0' && c <= '\uFFFD' && c != '\uFEFF' || char.IsSurrogate(c));
+            if (!printable && !(c == '\uFEFF' && i == 0))
+            {
+                var mark = new Mark(i, line, column);
+                throw new YamlException(mark, mark, string.Create(CultureInfo.InvariantCulture,
+                    $"The character U+{(int)c:X4} is not allowed in YAML (only printable characters, tabs and line breaks are)"));
+            }
+
+            column++;
+        }
+    }
+
+    private static YamlJson ParseEvents(string text)
+    {
         var result = new YamlJson();
         var parser = new Parser(new StringReader(text));
         parser.Consume<StreamStart>();
