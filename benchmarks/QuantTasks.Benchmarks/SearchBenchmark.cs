@@ -19,7 +19,7 @@ internal static class SearchBenchmark
         Console.WriteLine("## Search + quantization, ResNet-50-shaped tensors, one core");
         Console.WriteLine("| method | scale | parameters | seconds | s per M params | / at 1/8 scale |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|");
-        foreach (var method in new[] { QuantizationMethod.Uniform, QuantizationMethod.Kmeans, QuantizationMethod.Ecsq })
+        foreach (var method in new[] { QuantizationMethods.Uniform, QuantizationMethods.Kmeans, QuantizationMethods.Ecsq })
         {
             double? baseline = null;
             foreach (var scale in new[] { 8, 4, 2, 1 })

@@ -12,14 +12,14 @@ namespace QuantTasks.Blob;
 /// <param name="PayloadBytes">Bytes of the weight payload section.</param>
 /// <param name="TensorBytes">Each stored tensor's payload bytes (parameters, tables, coded symbols), by name.</param>
 /// <param name="Coders">Each quantized tensor's chosen coder, by name.</param>
-public sealed record BlobResult(byte[] Bytes, long PayloadBytes, IReadOnlyDictionary<string, long> TensorBytes, IReadOnlyDictionary<string, string> Coders);
+internal sealed record BlobResult(byte[] Bytes, long PayloadBytes, IReadOnlyDictionary<string, long> TensorBytes, IReadOnlyDictionary<string, string> Coders);
 
 /// <summary>
 /// Writes blob format v1 (docs/blob-format.md): the model's graph without the stored weights, a directory of
 /// the stored tensors, and their payloads. The frame (header, section table, checksums) comes from
 /// QuantTasks.Runtime, the same code that verifies it.
 /// </summary>
-public static class BlobWriter
+internal static class BlobWriter
 {
     /// <summary>Writes the blob for <paramref name="model"/> with <paramref name="tensors"/> stored in it.</summary>
     /// <param name="model">The source model; its other initializers and nodes go into the graph section as they are.</param>

@@ -8,7 +8,7 @@ namespace QuantTasks.Blob;
 /// code tables and the coded stream), computed from the symbols' histograms without encoding. The writer encodes
 /// with the same plan and checks that it wrote exactly this many bytes.
 /// </summary>
-public static class PayloadSize
+internal static class PayloadSize
 {
     /// <summary>A quantized tensor's payload bytes.</summary>
     public static long Of(QuantizedTensor tensor, bool entropy)

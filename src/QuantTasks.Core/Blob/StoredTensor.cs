@@ -3,7 +3,7 @@ using QuantTasks.Quantization;
 namespace QuantTasks.Blob;
 
 /// <summary>A weight tensor as the blob will store it: quantized, or kept in float32.</summary>
-public sealed class StoredTensor
+internal sealed class StoredTensor
 {
     private StoredTensor(string name, long[] dims, int elementType, QuantizedTensor? quantized, float[]? values)
     {

@@ -11,7 +11,7 @@ namespace QuantTasks.Caching;
 /// <param name="Blob">The blob's bytes.</param>
 /// <param name="Code">The generated C# loader.</param>
 /// <param name="Report">The model's report entry as JSON.</param>
-public sealed record CachedResult(string Model, byte[] Blob, string Code, string Report);
+internal sealed record CachedResult(string Model, byte[] Blob, string Code, string Report);
 
 /// <summary>One entry, as <c>dotnet quant cache list</c> shows it.</summary>
 /// <param name="Key">The content hash (hex).</param>
@@ -19,7 +19,7 @@ public sealed record CachedResult(string Model, byte[] Blob, string Code, string
 /// <param name="Created">When the entry was written (UTC).</param>
 /// <param name="Bytes">The entry's size on disk.</param>
 /// <param name="Valid">Whether every file matches the checksum its manifest records.</param>
-public sealed record CacheEntryInfo(string Key, string Model, DateTimeOffset Created, long Bytes, bool Valid);
+internal sealed record CacheEntryInfo(string Key, string Model, DateTimeOffset Created, long Bytes, bool Valid);
 
 /// <summary>
 /// The content-hash cache: one folder per key holding blob, generated code and report, plus a manifest with
@@ -28,7 +28,7 @@ public sealed record CacheEntryInfo(string Key, string Model, DateTimeOffset Cre
 /// discard their (identical) copies. An entry whose files do not match its manifest is removed and reported as a
 /// miss, so the caller rebuilds it.
 /// </summary>
-public sealed class ContentCache
+internal sealed class ContentCache : ResultCache
 {
     /// <summary>Environment variable naming the cache folder (the MSBuild property <c>QuantCacheDirectory</c> wins over it).</summary>
     public const string DirectoryVariable = "QUANTTASKS_CACHE_DIR";
@@ -60,6 +60,8 @@ public sealed class ContentCache
     /// <summary>The cache's folder.</summary>
     public string Root { get; }
 
+    public override string Location => Root;
+
     /// <summary>
     /// The per-user default: <c>QUANTTASKS_CACHE_DIR</c> when set; else <c>%LOCALAPPDATA%\QuantTasks\cache</c> on
     /// Windows, <c>$XDG_CACHE_HOME/quanttasks/models</c> or <c>~/.cache/quanttasks/models</c> elsewhere.
@@ -85,7 +87,8 @@ public sealed class ContentCache
     /// <summary>The entry for <paramref name="key"/>, or null on a miss. A corrupt entry is removed and is a miss.</summary>
     /// <param name="key">The content hash, hex.</param>
     /// <param name="note">Hears why an entry was discarded.</param>
-    public CachedResult? TryGet(string key, Action<string>? note = null)
+    /// <param name="cancellation">Not used: a local read is not worth interrupting.</param>
+    public override CachedResult? TryGet(string key, Action<string>? note = null, CancellationToken cancellation = default)
     {
         var folder = EntryFolder(key);
         if (!Directory.Exists(folder))
@@ -121,7 +124,11 @@ public sealed class ContentCache
     /// Stores an entry. Never throws for a cache that cannot be written (read-only, full disk): the build's
     /// outputs do not depend on the cache, so such a failure is only reported through <paramref name="note"/>.
     /// </summary>
-    public void Put(string key, CachedResult result, Action<string>? note = null)
+    /// <param name="key">The content hash, hex.</param>
+    /// <param name="result">What to keep.</param>
+    /// <param name="note">Hears why the entry could not be stored.</param>
+    /// <param name="cancellation">Not used: an entry is written whole or not at all.</param>
+    public override void Put(string key, CachedResult result, Action<string>? note = null, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(result);
         var folder = EntryFolder(key);

@@ -9,7 +9,7 @@ namespace QuantTasks.Caching;
 /// normalized policy, and the data files. Equal hashes mean an equal blob, so the hash names cache entries and
 /// is stamped into the blob and the generated code.
 /// </summary>
-public sealed class ContentHash
+internal sealed class ContentHash
 {
     private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
 

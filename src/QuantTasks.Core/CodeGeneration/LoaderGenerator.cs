@@ -9,7 +9,7 @@ namespace QuantTasks.CodeGeneration;
 /// <c>CreateSession</c> and <c>Info</c>. The output depends only on its inputs (no timestamps, invariant
 /// culture), so equal inputs give byte-identical files and incremental builds stay incremental.
 /// </summary>
-public static class LoaderGenerator
+internal static class LoaderGenerator
 {
     /// <summary>The generated class's name for a model name: <c>Digits</c> gives <c>DigitsModel</c>.</summary>
     public static string ClassName(string modelName) => modelName + "Model";

@@ -5,7 +5,7 @@ namespace QuantTasks.Coding;
 /// lengths that minimise the coded size of a histogram when no code may be longer than a limit. The limit keeps
 /// the decoder's lookup table small (2^12 entries) at a cost that is negligible for weight histograms.
 /// </summary>
-public static class HuffmanLengths
+internal static class HuffmanLengths
 {
     /// <summary>
     /// Code lengths for each symbol of <paramref name="histogram"/> (0 for symbols that never occur). A single

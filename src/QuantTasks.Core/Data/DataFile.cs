@@ -8,7 +8,7 @@ namespace QuantTasks.Data;
 /// named <c>input</c>). Arrays are named after the model's graph inputs, or <c>input</c> for a one-input model;
 /// an optional <c>label</c> array holds integer class ids.
 /// </summary>
-public sealed class DataFile
+internal sealed class DataFile
 {
     /// <summary>How far an archive member may expand; deflate's limit is about 1,030-fold, reached only by constant data.</summary>
     public const int MaxExpansion = 200;

@@ -2,7 +2,7 @@ namespace QuantTasks.Data;
 
 /// <summary>The element types QuantTasks accepts in data files.</summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Naming", "CA1720", Justification = "Named after the NumPy dtypes they stand for.")]
-public enum NpyDType
+internal enum NpyDType
 {
     /// <summary>Little-endian float32 (<c>&lt;f4</c>): model inputs.</summary>
     Float32,
@@ -18,7 +18,7 @@ public enum NpyDType
 /// One array of a <c>.npy</c> file or <c>.npz</c> member, in C order. Floats are in <see cref="Floats"/>; integers
 /// are widened to int64 in <see cref="Integers"/>.
 /// </summary>
-public sealed class NpyArray
+internal sealed class NpyArray
 {
     internal NpyArray(string name, NpyDType dtype, long[] shape, float[]? floats, long[]? integers)
     {

@@ -5,7 +5,7 @@ namespace QuantTasks.Diagnostics;
 /// command line (1 bad input or usage, 2 accuracy gate failed, 3 internal error), so a code alone tells CI
 /// what kind of failure it saw. <c>docs/errors.md</c> explains each one; a test keeps the two in step.
 /// </summary>
-public enum ErrorCode
+internal enum ErrorCode
 {
     /// <summary>The command line itself is wrong: an unknown option, a missing argument.</summary>
     Usage = 1001,
@@ -126,7 +126,7 @@ public enum ErrorCode
 }
 
 /// <summary>Exit codes of the <c>dotnet quant</c> command line, as the product contract defines them.</summary>
-public enum ExitCode
+internal enum ExitCode
 {
     /// <summary>Everything worked.</summary>
     Success = 0,
@@ -142,7 +142,7 @@ public enum ExitCode
 }
 
 /// <summary>Formatting and classification of <see cref="ErrorCode"/> values.</summary>
-public static class ErrorCodes
+internal static class ErrorCodes
 {
     /// <summary>The printed form, such as <c>QT1102</c>.</summary>
     public static string Format(this ErrorCode code) =>

@@ -8,7 +8,7 @@ namespace QuantTasks.Diagnostics;
 /// sensitivity and every distance would be NaN, and the search would choose at random), and labels that name no
 /// class of the model. They run before any stage computes with the values.
 /// </summary>
-public static class InputChecks
+internal static class InputChecks
 {
     /// <summary>Every weight of a tensor is finite.</summary>
     /// <exception cref="QuantException"><see cref="ErrorCode.NonFiniteValues"/> naming the tensor and the first bad element.</exception>

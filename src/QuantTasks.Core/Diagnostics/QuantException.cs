@@ -5,7 +5,7 @@ namespace QuantTasks.Diagnostics;
 /// that names what is wrong and says what to do, and where it is (file and line, tensor or op).
 /// Anything else that escapes is a bug and is reported as <see cref="ErrorCode.Internal"/>.
 /// </summary>
-public sealed class QuantException : Exception
+internal sealed class QuantException : Exception
 {
     /// <summary>Creates an error.</summary>
     /// <param name="code">What kind of error it is.</param>

@@ -6,7 +6,7 @@ namespace QuantTasks.Diagnostics;
 /// <param name="File">The file's path as the user gave it or as the tool resolved it.</param>
 /// <param name="Line">1-based line, or 0 when the error concerns the whole file.</param>
 /// <param name="Column">1-based column, or 0 when unknown.</param>
-public sealed record SourceLocation(string File, int Line = 0, int Column = 0)
+internal sealed record SourceLocation(string File, int Line = 0, int Column = 0)
 {
     /// <summary>MSBuild's canonical origin: <c>file</c>, <c>file(line)</c> or <c>file(line,column)</c>.</summary>
     public override string ToString() => (Line, Column) switch

@@ -11,7 +11,7 @@ namespace QuantTasks.Evaluation;
 /// the float model's own softmax. It is what the second-order Omega approximates, at the price of one forward
 /// pass over the samples per candidate, and it carries no estimator noise.
 /// </summary>
-public sealed class MeasuredLoss
+internal sealed class MeasuredLoss
 {
     private readonly ModelProto _model;
     private readonly DataFile _data;

@@ -8,7 +8,7 @@ namespace QuantTasks.Evaluation;
 /// <param name="Outputs">Samples x classes, row-major.</param>
 /// <param name="Samples">Number of samples.</param>
 /// <param name="Classes">Values per sample.</param>
-public sealed record ModelOutputs(float[] Outputs, int Samples, int Classes)
+internal sealed record ModelOutputs(float[] Outputs, int Samples, int Classes)
 {
     /// <summary>The index of the largest output of each sample.</summary>
     public int[] ArgMax()
@@ -37,7 +37,7 @@ public sealed record ModelOutputs(float[] Outputs, int Samples, int Classes)
 /// Runs ONNX models on data files with ONNX Runtime and scores them: top-1 accuracy against labels, top-1
 /// agreement with another model, or the mean cosine similarity of outputs. Scores are percentages.
 /// </summary>
-public static class ModelEvaluator
+internal static class ModelEvaluator
 {
     private const int BatchSize = 256;
 

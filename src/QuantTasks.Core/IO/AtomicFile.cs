@@ -4,7 +4,7 @@ namespace QuantTasks;
 /// Writes files under a temporary name in the same folder and renames them into place, so that a crash or a
 /// concurrent reader never sees half a file.
 /// </summary>
-public static class AtomicFile
+internal static class AtomicFile
 {
     /// <summary>Writes <paramref name="text"/> (UTF-8, no byte-order mark) to <paramref name="path"/> atomically.</summary>
     public static void WriteAllText(string path, string text) =>

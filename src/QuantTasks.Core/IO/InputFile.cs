@@ -9,7 +9,7 @@ namespace QuantTasks;
 /// trusted: a FIFO must not hang the build, <c>/dev/zero</c> must not fill memory, and a symbolic link must not
 /// carry a read outside the folder it appears to be in. Every reader of user input opens its file here.
 /// </summary>
-public static partial class InputFile
+internal static partial class InputFile
 {
     /// <summary>
     /// Opens a regular file for reading without ever blocking on it. Pipes, sockets, devices and folders are

@@ -4,7 +4,7 @@ using QuantTasks.Runtime;
 namespace QuantTasks.Inspection;
 
 /// <summary>Telling blobs from ONNX files, and reading blobs with errors in the command line's terms.</summary>
-public static class BlobFiles
+internal static class BlobFiles
 {
     /// <summary>Whether the file starts with the blob magic.</summary>
     public static bool IsBlob(string path)

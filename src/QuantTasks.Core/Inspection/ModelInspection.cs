@@ -6,7 +6,7 @@ namespace QuantTasks.Inspection;
 /// <summary>A graph input: its name and shape, each dimension a number, a symbolic name, or null when unknown.</summary>
 /// <param name="Name">The input's name.</param>
 /// <param name="Shape">Dimensions: <see cref="long"/> values, <see cref="string"/> symbols, or null.</param>
-public sealed record InputSummary(string Name, IReadOnlyList<object?> Shape);
+internal sealed record InputSummary(string Name, IReadOnlyList<object?> Shape);
 
 /// <summary>One quantizable weight tensor as <c>inspect</c> reports it.</summary>
 /// <param name="Name">Initializer or <c>Constant</c> output name.</param>
@@ -17,7 +17,7 @@ public sealed record InputSummary(string Name, IReadOnlyList<object?> Shape);
 /// <param name="Bits">In a blob: bits per symbol (0 for float); absent for ONNX models.</param>
 /// <param name="Method">In a blob: the quantizer; absent for ONNX models.</param>
 /// <param name="Coder">In a blob: raw, fixed, huffman or zero-run-huffman; absent for ONNX models.</param>
-public sealed record TensorSummary(string Name, IReadOnlyList<long> Shape, long Params, long Bytes, string Op,
+internal sealed record TensorSummary(string Name, IReadOnlyList<long> Shape, long Params, long Bytes, string Op,
     int? Bits = null, string? Method = null, string? Coder = null);
 
 /// <summary>What <c>dotnet quant inspect</c> reports about a model; serializes to the contract's JSON.</summary>
@@ -26,7 +26,7 @@ public sealed record TensorSummary(string Name, IReadOnlyList<long> Shape, long 
 /// <param name="Opset">The default-domain opset.</param>
 /// <param name="Inputs">Graph inputs that are not initializers.</param>
 /// <param name="Tensors">The quantizable weights.</param>
-public sealed record ModelInspection(
+internal sealed record ModelInspection(
     string Path,
     string Format,
     long Opset,

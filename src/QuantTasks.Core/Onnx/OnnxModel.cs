@@ -9,7 +9,7 @@ namespace QuantTasks.Onnx;
 /// file kept it inline or in external data files. <see cref="Save"/> writes tensors that came from external files
 /// back to external files, so a model over protobuf's 2 GB limit stays writable.
 /// </summary>
-public sealed class OnnxModel
+internal sealed class OnnxModel
 {
     // Tensors whose data came from an external file, with the location they came from. Keyed by reference:
     // a tensor the caller replaces with a new object is written inline unless it is large.

@@ -11,7 +11,7 @@ namespace QuantTasks.Onnx;
 /// fields), and writes float32 values back in the tensor's own type. Every read checks that the stored size
 /// matches the shape, so a damaged model fails here with the tensor's name rather than later with wrong weights.
 /// </summary>
-public static class TensorValues
+internal static class TensorValues
 {
     /// <summary>Bytes per element of a fixed-width type, or 0 for types QuantTasks does not read.</summary>
     public static int ElementSize(int dataType) => (DataType)dataType switch

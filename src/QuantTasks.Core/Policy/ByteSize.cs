@@ -11,7 +11,7 @@ namespace QuantTasks.Policy;
 /// </summary>
 /// <param name="Bytes">The size in bytes.</param>
 [JsonConverter(typeof(ByteSizeJsonConverter))]
-public readonly partial record struct ByteSize(long Bytes)
+internal readonly partial record struct ByteSize(long Bytes)
 {
     /// <summary>Parses <c>65536</c>, <c>64KB</c>, <c>1.5 MiB</c> and the like.</summary>
     public static bool TryParse(string text, out ByteSize size)

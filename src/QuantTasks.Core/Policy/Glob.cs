@@ -3,7 +3,7 @@ using System.Text.RegularExpressions;
 namespace QuantTasks.Policy;
 
 /// <summary>Tensor-name globs of the policy: <c>*</c> matches any run of characters, <c>?</c> one character.</summary>
-public static class Glob
+internal static class Glob
 {
     /// <summary>Whether <paramref name="name"/> matches <paramref name="pattern"/> (whole name, case-sensitive).</summary>
     public static bool IsMatch(string pattern, string name)

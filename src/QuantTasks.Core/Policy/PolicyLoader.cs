@@ -9,7 +9,7 @@ namespace QuantTasks.Policy;
 /// <summary>A policy read from a file, with the folder its relative paths are resolved from.</summary>
 /// <param name="Path">The policy file, as given.</param>
 /// <param name="Policy">The typed options.</param>
-public sealed record LoadedPolicy(string Path, QuantPolicy Policy)
+internal sealed record LoadedPolicy(string Path, QuantPolicy Policy)
 {
     /// <summary>Where each key and value of the policy file is, for errors that point at one.</summary>
     internal YamlJson? Document { get; init; }
@@ -42,7 +42,7 @@ public sealed record LoadedPolicy(string Path, QuantPolicy Policy)
 /// <see cref="QuantPolicy"/>, and the files it names checked to exist. Every problem is a
 /// <see cref="QuantException"/> with the file's line and column; all problems found are reported together.
 /// </summary>
-public static class PolicyLoader
+internal static class PolicyLoader
 {
     /// <summary>The name <c>dotnet quant</c> and the build look for when no policy is named.</summary>
     public const string DefaultFileName = "quant.yaml";

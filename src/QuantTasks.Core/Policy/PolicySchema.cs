@@ -9,7 +9,7 @@ namespace QuantTasks.Policy;
 /// <c>quant.schema.json</c>, the single definition of the policy's keys: editors use it for completion, and
 /// every policy is validated against it before it is bound to <see cref="QuantPolicy"/>.
 /// </summary>
-public static class PolicySchema
+internal static class PolicySchema
 {
     private const string ResourceName = "QuantTasks.quant.schema.json";
 

@@ -3,7 +3,7 @@ using System.Text;
 namespace QuantTasks.Policy;
 
 /// <summary>The commented <c>quant.yaml</c> that <c>dotnet quant init</c> writes.</summary>
-public static class PolicyTemplate
+internal static class PolicyTemplate
 {
     /// <summary>
     /// The policy text. Paths are written as given (relative to the policy file). Without calibration data the

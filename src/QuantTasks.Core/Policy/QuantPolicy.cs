@@ -5,7 +5,7 @@ namespace QuantTasks.Policy;
 /// <c>batch_size</c>); enum values to kebab-case (<c>HessianKmeans</c> is <c>hessian-kmeans</c>). Every default
 /// below is also the schema's <c>default</c>; a test keeps <c>quant.schema.json</c> and these types in step.
 /// </summary>
-public sealed class QuantPolicy
+internal sealed class QuantPolicy
 {
     /// <summary>The policy format version. Default and only value: 1.</summary>
     public int Version { get; init; } = 1;
@@ -33,7 +33,7 @@ public sealed class QuantPolicy
 }
 
 /// <summary>One model to compress.</summary>
-public sealed class ModelOptions
+internal sealed class ModelOptions
 {
     /// <summary>The ONNX file, relative to the policy file. Required.</summary>
     public string Path { get; init; } = "";
@@ -49,7 +49,7 @@ public sealed class ModelOptions
 }
 
 /// <summary>Data files, relative to the policy file.</summary>
-public sealed class DataOptions
+internal sealed class DataOptions
 {
     /// <summary>Samples for the Hessian analysis. Default (null): none, which needs <c>sensitivity.method: none</c>.</summary>
     public string? Calibration { get; init; }
@@ -59,7 +59,7 @@ public sealed class DataOptions
 }
 
 /// <summary>Which sensitivity measure the bit search uses.</summary>
-public enum SensitivityMethod
+internal enum SensitivityMethod
 {
     /// <summary>Hessian trace by Hutchinson's estimator (HAWQ-V2). The default.</summary>
     Trace,
@@ -72,7 +72,7 @@ public enum SensitivityMethod
 }
 
 /// <summary>The loss whose Hessian is measured.</summary>
-public enum LossKind
+internal enum LossKind
 {
     /// <summary>Cross-entropy with labels, KL divergence to the float model's outputs without. The default.</summary>
     Auto,
@@ -88,7 +88,7 @@ public enum LossKind
 }
 
 /// <summary>Where the Hessian engine runs.</summary>
-public enum DeviceKind
+internal enum DeviceKind
 {
     /// <summary>CUDA when TorchSharp reports it, otherwise CPU. The default.</summary>
     Auto,
@@ -101,7 +101,7 @@ public enum DeviceKind
 }
 
 /// <summary>The Hessian sensitivity analysis.</summary>
-public sealed class SensitivityOptions
+internal sealed class SensitivityOptions
 {
     /// <summary>Default: <see cref="SensitivityMethod.Trace"/>.</summary>
     public SensitivityMethod Method { get; init; } = SensitivityMethod.Trace;
@@ -128,24 +128,27 @@ public sealed class SensitivityOptions
     public DeviceKind Device { get; init; } = DeviceKind.Auto;
 }
 
-/// <summary>The quantizer of a tensor.</summary>
-public enum QuantizationMethod
+/// <summary>
+/// The names <c>quantization.method</c> takes. They are names, not an enum: each is a registered
+/// <see cref="Quantization.Quantizer"/>, and a name the schema allows but nothing implements is an error.
+/// </summary>
+internal static class QuantizationMethods
 {
-    /// <summary>Evenly spaced levels. The default.</summary>
-    Uniform,
+    /// <summary>Evenly spaced levels.</summary>
+    public const string Uniform = "uniform";
 
-    /// <summary>Levels found by k-means.</summary>
-    Kmeans,
+    /// <summary>k-means levels (Deep Compression).</summary>
+    public const string Kmeans = "kmeans";
 
-    /// <summary>k-means weighted by the Hessian diagonal.</summary>
-    HessianKmeans,
+    /// <summary>Hessian-weighted k-means (Choi et al.); needs the trace analysis's diagonal.</summary>
+    public const string HessianKmeans = "hessian-kmeans";
 
     /// <summary>Entropy-constrained scalar quantization.</summary>
-    Ecsq,
+    public const string Ecsq = "ecsq";
 }
 
 /// <summary>How many scales or codebooks a tensor has.</summary>
-public enum Granularity
+internal enum Granularity
 {
     /// <summary>One per output channel. The default.</summary>
     PerChannel,
@@ -155,7 +158,7 @@ public enum Granularity
 }
 
 /// <summary>How uniform quantization places its levels.</summary>
-public enum UniformScheme
+internal enum UniformScheme
 {
     /// <summary>Over each channel's own [min, max]. The default.</summary>
     Asymmetric,
@@ -165,10 +168,10 @@ public enum UniformScheme
 }
 
 /// <summary>Quantization and the size budget.</summary>
-public sealed class QuantizationOptions
+internal sealed class QuantizationOptions
 {
-    /// <summary>Default: <see cref="QuantizationMethod.Uniform"/>.</summary>
-    public QuantizationMethod Method { get; init; } = QuantizationMethod.Uniform;
+    /// <summary>Default: <see cref="QuantizationMethods.Uniform"/>.</summary>
+    public string Method { get; init; } = QuantizationMethods.Uniform;
 
     /// <summary>Default: <see cref="Granularity.PerChannel"/>.</summary>
     public Granularity Granularity { get; init; } = Granularity.PerChannel;
@@ -202,7 +205,7 @@ public sealed class QuantizationOptions
 }
 
 /// <summary>The quantization cost Omega the bit search minimises, summed over tensors.</summary>
-public enum OmegaKind
+internal enum OmegaKind
 {
     /// <summary>HAWQ's: the tensor's sensitivity (trace or top eigenvalue per parameter) x ||Q(W) - W||^2. The default.</summary>
     Sensitivity,
@@ -222,7 +225,7 @@ public enum OmegaKind
 }
 
 /// <summary>How the bit search allocates bits.</summary>
-public enum SearchAlgorithm
+internal enum SearchAlgorithm
 {
     /// <summary>Exact: dynamic programming over the tensors' sizes (multiple-choice knapsack). The default.</summary>
     Dp,
@@ -232,7 +235,7 @@ public enum SearchAlgorithm
 }
 
 /// <summary>The two forms of entropy-constrained scalar quantization.</summary>
-public enum EcsqAlgorithm
+internal enum EcsqAlgorithm
 {
     /// <summary>Lloyd-like iterations minimising distortion plus lambda times code length. The default.</summary>
     Iterative,
@@ -242,7 +245,7 @@ public enum EcsqAlgorithm
 }
 
 /// <summary>Entropy-constrained scalar quantization.</summary>
-public sealed class EcsqOptions
+internal sealed class EcsqOptions
 {
     /// <summary>Default: <see cref="EcsqAlgorithm.Iterative"/>.</summary>
     public EcsqAlgorithm Algorithm { get; init; } = EcsqAlgorithm.Iterative;
@@ -255,7 +258,7 @@ public sealed class EcsqOptions
 }
 
 /// <summary>The size budget: exactly one of its three forms is set.</summary>
-public sealed class BudgetOptions
+internal sealed class BudgetOptions
 {
     /// <summary>Float32 weight bytes over compressed bytes, at least this.</summary>
     public double? CompressionRatio { get; init; }
@@ -268,7 +271,7 @@ public sealed class BudgetOptions
 }
 
 /// <summary>A fixed choice for the tensors a glob matches.</summary>
-public sealed class OverrideOptions
+internal sealed class OverrideOptions
 {
     /// <summary>Glob (<c>*</c>, <c>?</c>) of tensor names. Required.</summary>
     public string Match { get; init; } = "";
@@ -277,11 +280,11 @@ public sealed class OverrideOptions
     public int? Bits { get; init; }
 
     /// <summary>Quantizer for the matches. Default (null): the policy's method.</summary>
-    public QuantizationMethod? Method { get; init; }
+    public string? Method { get; init; }
 }
 
 /// <summary>Where the magnitude threshold of pruning is taken.</summary>
-public enum PruningScope
+internal enum PruningScope
 {
     /// <summary>Each tensor loses the same fraction of its own smallest weights. The default.</summary>
     PerTensor,
@@ -291,7 +294,7 @@ public enum PruningScope
 }
 
 /// <summary>Magnitude pruning.</summary>
-public sealed class PruningOptions
+internal sealed class PruningOptions
 {
     /// <summary>Fraction of weights set to exactly zero before quantization. Default: 0 (off).</summary>
     public double Sparsity { get; init; }
@@ -308,7 +311,7 @@ public sealed class PruningOptions
 }
 
 /// <summary>The entropy coder.</summary>
-public enum EntropyCoding
+internal enum EntropyCoding
 {
     /// <summary>Canonical Huffman code per tensor. The default.</summary>
     Huffman,
@@ -318,14 +321,14 @@ public enum EntropyCoding
 }
 
 /// <summary>Symbol coding.</summary>
-public sealed class EncodingOptions
+internal sealed class EncodingOptions
 {
     /// <summary>Default: <see cref="EntropyCoding.Huffman"/>.</summary>
     public EntropyCoding Entropy { get; init; } = EntropyCoding.Huffman;
 }
 
 /// <summary>What the accuracy gate measures.</summary>
-public enum AccuracyMetric
+internal enum AccuracyMetric
 {
     /// <summary>Top-1 accuracy against labels; agreement with the float model without labels. The default.</summary>
     Top1,
@@ -338,7 +341,7 @@ public enum AccuracyMetric
 }
 
 /// <summary>The accuracy gate.</summary>
-public sealed class AccuracyOptions
+internal sealed class AccuracyOptions
 {
     /// <summary>Default: <see cref="AccuracyMetric.Top1"/>.</summary>
     public AccuracyMetric Metric { get; init; } = AccuracyMetric.Top1;

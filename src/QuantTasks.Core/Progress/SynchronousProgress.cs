@@ -6,7 +6,7 @@ namespace QuantTasks.Progress;
 /// work reports from several threads.
 /// </summary>
 /// <typeparam name="T">The report type.</typeparam>
-public sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
+internal sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
 {
     /// <inheritdoc/>
     public void Report(T value) => report(value);

@@ -11,7 +11,7 @@ namespace QuantTasks.Quantization;
 /// iterative Lloyd-like algorithm that minimises distortion plus lambda times code length. Pruned elements keep a
 /// centre pinned at exactly zero.
 /// </summary>
-public static class CodebookQuantizer
+internal static class CodebookQuantizer
 {
     private const int MaxLloydIterations = 300;
     private const int MaxEcsqIterations = 100;

@@ -5,7 +5,7 @@ namespace QuantTasks.Quantization;
 /// smallest weights by absolute value become exactly zero. Ties at the threshold go in element order, so the
 /// mask depends on the values alone.
 /// </summary>
-public static class MagnitudePruning
+internal static class MagnitudePruning
 {
     /// <summary>Each tensor loses floor(sparsity x n) of its own smallest weights.</summary>
     public static bool[] PerTensor(ReadOnlySpan<float> values, double sparsity)

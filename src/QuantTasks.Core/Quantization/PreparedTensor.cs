@@ -7,7 +7,7 @@ namespace QuantTasks.Quantization;
 /// k-means or ECSQ step costs O(k log n) on these sums instead of O(n k); only writing the symbols is O(n).
 /// Sorting happens once per tensor, not once per candidate of the bit search.
 /// </summary>
-public sealed class PreparedTensor
+internal sealed class PreparedTensor
 {
     private PreparedTensor(string name, float[] values, long[] dims, int channelAxis, ChannelData[] channels, long prunedCount, bool weighted)
     {

@@ -8,7 +8,7 @@ namespace QuantTasks.Quantization;
 /// for (uniform scale and offset, or a codebook). Reconstruction uses the runtime's own level table, so the
 /// values measured at build time are exactly those the app's session holds.
 /// </summary>
-public sealed class QuantizedTensor
+internal sealed class QuantizedTensor
 {
     internal QuantizedTensor(string name, long[] dims, int bits, QuantizerKind kind, int channelAxis, float[] parameters, byte[] symbols, string method)
     {

@@ -7,7 +7,7 @@ namespace QuantTasks.Quantization;
 /// <param name="Ecsq">Which ECSQ algorithm.</param>
 /// <param name="EcsqLambda">ECSQ's rate weight.</param>
 /// <param name="Seed">k-means++ seed.</param>
-public sealed record QuantizerSettings(bool SymmetricUniform = false, EcsqAlgorithm Ecsq = EcsqAlgorithm.Iterative, double EcsqLambda = 0.005, long Seed = 0)
+internal sealed record QuantizerSettings(bool SymmetricUniform = false, EcsqAlgorithm Ecsq = EcsqAlgorithm.Iterative, double EcsqLambda = 0.005, long Seed = 0)
 {
     /// <summary>The settings a policy asks for.</summary>
     public static QuantizerSettings From(QuantizationOptions options)
@@ -17,31 +17,15 @@ public sealed record QuantizerSettings(bool SymmetricUniform = false, EcsqAlgori
     }
 }
 
-/// <summary>One entry point to every quantizer, by the policy's method name.</summary>
-public static class TensorQuantizer
+/// <summary>Helpers over every quantizer: quantizing by the policy's method name, and the reconstruction error.</summary>
+internal static class TensorQuantizer
 {
-    /// <summary>Whether a method reconstructs with Hessian-weighted means when a diagonal is available.</summary>
-    public static bool UsesHessianDiagonal(QuantizationMethod method) =>
-        method is QuantizationMethod.HessianKmeans or QuantizationMethod.Ecsq;
-
-    /// <summary>Quantizes a prepared tensor at <paramref name="bits"/> by <paramref name="method"/>.</summary>
-    public static QuantizedTensor Quantize(PreparedTensor tensor, QuantizationMethod method, int bits, QuantizerSettings settings)
+    /// <summary>Quantizes a prepared tensor at <paramref name="bits"/> by the registered method <paramref name="method"/>.</summary>
+    public static QuantizedTensor Quantize(PreparedTensor tensor, string method, int bits, QuantizerSettings settings)
     {
         ArgumentNullException.ThrowIfNull(tensor);
         ArgumentNullException.ThrowIfNull(settings);
-        switch (method)
-        {
-            case QuantizationMethod.Uniform:
-                return UniformQuantizer.Quantize(tensor.Name, tensor.PrunedValues(), tensor.Dims, bits, tensor.ChannelAxis,
-                    settings.SymmetricUniform, zeroExact: tensor.PrunedCount > 0);
-            case QuantizationMethod.Kmeans:
-            case QuantizationMethod.HessianKmeans:
-                return CodebookQuantizer.KMeans(tensor, bits, settings.Seed);
-            default:
-                return settings.Ecsq == EcsqAlgorithm.Uniform
-                    ? CodebookQuantizer.EcsqUniform(tensor, bits)
-                    : CodebookQuantizer.EcsqIterative(tensor, bits, settings.EcsqLambda);
-        }
+        return QuantizerRegistry.Default.Get(method).Quantize(tensor, bits, settings);
     }
 
     /// <summary>Sum of squared differences between the tensor's reconstruction and its original values.</summary>

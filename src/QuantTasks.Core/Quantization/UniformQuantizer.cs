@@ -8,7 +8,7 @@ namespace QuantTasks.Quantization;
 /// symmetric centres the levels on zero over [-max|w|, +max|w|], so zero is a level whenever the count of
 /// levels is odd (2^bits - 1 of them are used then).
 /// </summary>
-public static class UniformQuantizer
+internal static class UniformQuantizer
 {
     /// <summary>Quantizes <paramref name="values"/> (C order, shape <paramref name="dims"/>).</summary>
     /// <param name="name">The tensor's name.</param>

@@ -4,7 +4,7 @@ namespace QuantTasks.Randomness;
 /// A small, fully specified random generator (SplitMix64), so that probe vectors depend only on the seed and
 /// the probe's index, and k-means seeding only on the seed, on every platform and .NET version.
 /// </summary>
-public struct SplitMix64
+internal struct SplitMix64
 {
     private ulong _state;
 

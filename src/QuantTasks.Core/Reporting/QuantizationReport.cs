@@ -13,7 +13,7 @@ namespace QuantTasks.Reporting;
 /// <param name="Sparsity">Fraction pruned to zero.</param>
 /// <param name="Sensitivity">What the bit search used.</param>
 /// <param name="Bytes">Bytes in the blob.</param>
-public sealed record TensorReport(string Name, long Params, int Bits, string Method, double Sparsity, double Sensitivity, long Bytes);
+internal sealed record TensorReport(string Name, long Params, int Bits, string Method, double Sparsity, double Sensitivity, long Bytes);
 
 /// <summary>The accuracy gate's figures (percentages, drop in percentage points).</summary>
 /// <param name="Metric">top1, agreement or cosine.</param>
@@ -23,7 +23,7 @@ public sealed record TensorReport(string Name, long Params, int Bits, string Met
 /// <param name="MaxDrop">The policy's limit.</param>
 /// <param name="Passed">Whether the drop is within the limit.</param>
 /// <param name="Samples">Evaluation samples.</param>
-public sealed record AccuracyReport(string Metric, double Baseline, double Quantized, double Drop, double MaxDrop, bool Passed, int Samples);
+internal sealed record AccuracyReport(string Metric, double Baseline, double Quantized, double Drop, double MaxDrop, bool Passed, int Samples);
 
 /// <summary>One model's result, as <c>report.json</c> lists it (the product contract's keys).</summary>
 /// <param name="Name">The model's name (class name without "Model").</param>
@@ -39,7 +39,7 @@ public sealed record AccuracyReport(string Metric, double Baseline, double Quant
 /// <param name="Tensors">Per tensor.</param>
 /// <param name="ContentHash">Hex SHA-256 of the inputs.</param>
 /// <param name="Stages">Seconds per pipeline stage (load, analyze, search, encode, evaluate, generate; "cache hit" when cached).</param>
-public sealed record ModelReport(
+internal sealed record ModelReport(
     string Name,
     string Source,
     string Blob,
@@ -56,7 +56,7 @@ public sealed record ModelReport(
 
 /// <summary><c>report.json</c> and <c>report.md</c>.</summary>
 /// <param name="Models">Every model of the policy.</param>
-public sealed record QuantizationReport(IReadOnlyList<ModelReport> Models)
+internal sealed record QuantizationReport(IReadOnlyList<ModelReport> Models)
 {
     /// <summary>snake_case, indented; nulls left out.</summary>
     public static JsonSerializerOptions JsonOptions { get; } = new()

@@ -10,7 +10,7 @@ namespace QuantTasks.Reporting;
 /// of magnitude, so their bars are on a log scale relative to the model's least sensitive tensor. Plain SVG with
 /// no script or external font, which CI artifact viewers and GitHub render as an image.
 /// </summary>
-public static class ReportChart
+internal static class ReportChart
 {
     private const int LabelWidth = 220;
     private const int BarWidth = 240;

@@ -5,7 +5,7 @@ namespace QuantTasks.Search;
 /// <summary>One way to store one tensor: its cost in the blob and the loss it is expected to add.</summary>
 /// <param name="Omega">Sensitivity x squared quantization error (HAWQ's Omega); 0 for float.</param>
 /// <param name="Bytes">Exact payload bytes.</param>
-public readonly record struct CandidateCost(double Omega, long Bytes);
+internal readonly record struct CandidateCost(double Omega, long Bytes);
 
 /// <summary>
 /// Chooses one candidate per tensor to minimise the summed Omega with the summed bytes within a budget: a
@@ -14,7 +14,7 @@ public readonly record struct CandidateCost(double Omega, long Bytes);
 /// bytes with every size rounded up, so the budget always holds and at most one unit per tensor is given away.
 /// <see cref="Greedy"/> is HAWQ-V1's way, kept for comparison.
 /// </summary>
-public static class BitAllocation
+internal static class BitAllocation
 {
     /// <summary>The size resolution of the dynamic programme: this many states at most.</summary>
     public const int MaxStates = 1 << 18;

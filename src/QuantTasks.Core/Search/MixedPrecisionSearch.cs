@@ -9,25 +9,58 @@ namespace QuantTasks.Search;
 /// <summary>What the Hessian analysis says about one tensor, as the search uses it.</summary>
 /// <param name="Sensitivity">Trace / params (HAWQ-V2) or top eigenvalue / params (HAWQ-V1).</param>
 /// <param name="Diagonal">The Hessian block's diagonal, for Hessian-weighted quantizers; null when not estimated.</param>
-public sealed record TensorSensitivityInput(double Sensitivity, float[]? Diagonal);
+internal sealed record TensorSensitivityInput(double Sensitivity, float[]? Diagonal);
 
-/// <summary>The search's decision for one tensor.</summary>
-/// <param name="Weight">The tensor.</param>
+/// <summary>The search's choice for one tensor: which candidate, and what it costs. No quantized data: that is the quantize stage's.</summary>
+/// <param name="Plan">The tensor's plan.</param>
 /// <param name="Bits">Bits per symbol, or null when kept in float32.</param>
-/// <param name="Method">The quantizer (for float tensors, the policy's method).</param>
 /// <param name="Sparsity">Fraction pruned to exact zeros.</param>
+/// <param name="Mask">The pruning mask (true = pruned), or null for none.</param>
 /// <param name="Sensitivity">The sensitivity used (1 without analysis).</param>
-/// <param name="Omega">Sensitivity x squared error of the chosen candidate.</param>
-/// <param name="Bytes">Exact payload bytes in the blob.</param>
-/// <param name="Stored">The tensor as the blob stores it.</param>
-public sealed record TensorDecision(WeightTensor Weight, int? Bits, QuantizationMethod Method, double Sparsity, double Sensitivity, double Omega, long Bytes, StoredTensor Stored);
+/// <param name="Diagonal">The Hessian diagonal the quantizer weights by, or null.</param>
+/// <param name="ChannelAxis">The axis with one set of levels per index, or -1.</param>
+/// <param name="Omega">The chosen candidate's cost.</param>
+/// <param name="Bytes">Its exact payload bytes in the blob.</param>
+internal sealed record TensorChoice(TensorPlan Plan, int? Bits, double Sparsity, bool[]? Mask, double Sensitivity, float[]? Diagonal, int ChannelAxis, double Omega, long Bytes)
+{
+    /// <summary>The tensor.</summary>
+    public WeightTensor Weight => Plan.Weight;
+
+    /// <summary>The quantizer's name, or <c>float</c>.</summary>
+    public string Method => Bits is null ? "float" : Plan.Quantizer!.Name;
+
+    /// <summary>The tensor prepared for its quantizer: values, channel layout, mask and diagonal.</summary>
+    public PreparedTensor Prepare(float[] values) =>
+        PreparedTensor.Create(Weight.Name, values, Weight.Shape, ChannelAxis, Diagonal, Mask);
+}
 
 /// <summary>The search's result.</summary>
-/// <param name="Tensors">One decision per weight, in catalog order.</param>
+/// <param name="Tensors">One choice per weight, in catalog order.</param>
 /// <param name="Budget">The budget in payload bytes.</param>
 /// <param name="OriginalBytes">The weights' float32 bytes.</param>
-/// <param name="PayloadBytes">The sum of the decisions' bytes.</param>
-public sealed record SearchResult(IReadOnlyList<TensorDecision> Tensors, long Budget, long OriginalBytes, long PayloadBytes);
+/// <param name="PayloadBytes">The sum of the choices' bytes.</param>
+internal sealed record SearchResult(IReadOnlyList<TensorChoice> Tensors, long Budget, long OriginalBytes, long PayloadBytes);
+
+/// <summary>A choice with the tensor quantized as it chose (what <see cref="MixedPrecisionSearch.Run"/> gives).</summary>
+/// <param name="Choice">The choice.</param>
+/// <param name="Stored">The tensor as the blob stores it.</param>
+internal sealed record TensorDecision(TensorChoice Choice, StoredTensor Stored)
+{
+    public WeightTensor Weight => Choice.Weight;
+
+    public int? Bits => Choice.Bits;
+
+    public string Method => Choice.Method;
+
+    public double Sparsity => Choice.Sparsity;
+
+    public double Omega => Choice.Omega;
+
+    public long Bytes => Choice.Bytes;
+}
+
+/// <summary>The search's choices with every tensor quantized.</summary>
+internal sealed record SearchOutcome(IReadOnlyList<TensorDecision> Tensors, long Budget, long OriginalBytes, long PayloadBytes);
 
 /// <summary>The inputs of a search besides the model: the policy's sections and the analysis.</summary>
 /// <param name="Quantization">Methods, candidates, budget, keep_float, overrides, search algorithm.</param>
@@ -35,29 +68,58 @@ public sealed record SearchResult(IReadOnlyList<TensorDecision> Tensors, long Bu
 /// <param name="Entropy">Whether the blob entropy-codes symbols (sizes depend on it).</param>
 /// <param name="Sensitivities">Per tensor name; null or missing entries mean sensitivity 1 and no diagonal.</param>
 /// <param name="MeasureLoss">For <see cref="OmegaKind.Measured"/>: the loss increase with one tensor (by name) replaced by the given values.</param>
-public sealed record SearchInputs(QuantizationOptions Quantization, PruningOptions Pruning, bool Entropy, IReadOnlyDictionary<string, TensorSensitivityInput>? Sensitivities,
+internal sealed record SearchInputs(QuantizationOptions Quantization, PruningOptions Pruning, bool Entropy, IReadOnlyDictionary<string, TensorSensitivityInput>? Sensitivities,
     Func<string, float[], double>? MeasureLoss = null);
 
 /// <summary>
 /// HAWQ's mixed-precision search with exact sizes (Choi et al.): every tensor is quantized at every candidate
 /// bit width by its method; each candidate gets Omega = sensitivity x ||Q(W) - W||^2 and its exact payload bytes
 /// after the entropy coder; then one candidate per tensor is chosen to minimise the summed Omega within the
-/// budget. Pruning happens first and is part of W's error. The result is deterministic: candidates are computed
-/// in parallel but each depends on its tensor alone.
+/// budget. Pruning happens first and is part of W's error. The search returns choices; <see cref="Quantize"/>
+/// turns a choice into the stored tensor again, deterministically the same. Candidates are computed in parallel
+/// but each depends on its tensor alone.
 /// </summary>
-public static class MixedPrecisionSearch
+internal static class MixedPrecisionSearch
 {
-    /// <summary>Runs the search on the weights of a model.</summary>
-    /// <param name="weights">The catalog's tensors.</param>
+    /// <summary>Plans, chooses and quantizes in one call (the default quantizers): what a caller without stages wants.</summary>
+    public static SearchOutcome Run(IReadOnlyList<WeightTensor> weights, IReadOnlyList<float[]> values, SearchInputs inputs,
+        IProgress<double>? progress = null, int parallelism = -1)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        var plans = TensorPlan.For(weights, inputs.Quantization, QuantizerRegistry.Default);
+        var result = Choose(plans, values, inputs, progress, parallelism);
+        var settings = QuantizerSettings.From(inputs.Quantization);
+        var decisions = new TensorDecision[result.Tensors.Count];
+        Parallel.For(0, decisions.Length, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, t =>
+            decisions[t] = new TensorDecision(result.Tensors[t], Quantize(result.Tensors[t], values[t], settings)));
+        return new SearchOutcome(decisions, result.Budget, result.OriginalBytes, result.PayloadBytes);
+    }
+
+    /// <summary>The chosen candidate of one tensor, quantized (or kept in float) as the blob stores it.</summary>
+    public static StoredTensor Quantize(TensorChoice choice, float[] values, QuantizerSettings settings)
+    {
+        ArgumentNullException.ThrowIfNull(choice);
+        var weight = choice.Weight;
+        if (choice.Bits is not { } bits)
+        {
+            return StoredTensor.KeptInFloat(weight.Name, weight.Shape, weight.DataType, values);
+        }
+
+        return StoredTensor.Of(choice.Plan.Quantizer!.Quantize(choice.Prepare(values), bits, settings), weight.DataType);
+    }
+
+    /// <summary>Chooses one candidate per planned tensor within the budget.</summary>
+    /// <param name="plans">The tensors' plans.</param>
     /// <param name="values">Their float values, in the same order.</param>
     /// <param name="inputs">Policy and analysis.</param>
     /// <param name="progress">Fraction of tensors evaluated, 0 to 1.</param>
     /// <param name="parallelism">Tensors evaluated at once; -1 for all cores.</param>
-    /// <exception cref="QuantException">QT1601 for an infeasible budget, QT1602 for hessian-kmeans without a diagonal.</exception>
-    public static SearchResult Run(IReadOnlyList<WeightTensor> weights, IReadOnlyList<float[]> values, SearchInputs inputs,
-        IProgress<double>? progress = null, int parallelism = -1)
+    /// <param name="cancellation">Stops between candidates.</param>
+    /// <exception cref="QuantException">QT1601 for an infeasible budget, QT1602 for a method or Omega that needs a diagonal the analysis did not give.</exception>
+    public static SearchResult Choose(IReadOnlyList<TensorPlan> plans, IReadOnlyList<float[]> values, SearchInputs inputs,
+        IProgress<double>? progress = null, int parallelism = -1, CancellationToken cancellation = default)
     {
-        ArgumentNullException.ThrowIfNull(weights);
+        ArgumentNullException.ThrowIfNull(plans);
         ArgumentNullException.ThrowIfNull(values);
         ArgumentNullException.ThrowIfNull(inputs);
         var options = inputs.Quantization;
@@ -67,7 +129,7 @@ public static class MixedPrecisionSearch
         }
 
         var settings = QuantizerSettings.From(options);
-        var plans = weights.Select(w => Plan(options, w, inputs.Sensitivities)).ToArray();
+        var analysed = plans.Select(p => Analysed(p, options.Omega, inputs.Sensitivities)).ToArray();
         var masks = PruningMasks(plans, values, inputs.Pruning);
 
         // Candidates per tensor: every (sparsity, bits) pair, sparsity-major. Without searched sparsities there is
@@ -78,67 +140,65 @@ public static class MixedPrecisionSearch
         bool[]? MaskFor(int t, int s) => sparsities is null ? masks[t]
             : sparsities[s] > 0 ? MagnitudePruning.PerTensor(values[t], sparsities[s]) : null;
         var sparsityCount = sparsities?.Length ?? 1;
+        int AxisOf(TensorPlan plan) => options.Granularity == Granularity.PerChannel ? plan.Weight.OutputChannelAxis : -1;
+        float[]? DiagonalOf(int t) => plans[t].Quantizer?.UsesHessianDiagonal == true ? analysed[t].Diagonal : null;
 
-        var candidates = new CandidateCost[weights.Count][];
+        var candidates = new CandidateCost[plans.Count][];
         var done = 0;
-        Parallel.For(0, weights.Count, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, t =>
+        Parallel.For(0, plans.Count, new ParallelOptions { MaxDegreeOfParallelism = parallelism, CancellationToken = cancellation }, t =>
         {
             var plan = plans[t];
-            if (plan.Bits.Length == 0)
+            if (!plan.Quantized)
             {
                 candidates[t] = [new CandidateCost(0, PayloadSize.KeptInFloat(values[t].Length))];
             }
             else
             {
-                var importance = options.Omega == OmegaKind.HessianDiagonal ? PreparedTensor.ImportanceWeights(plan.Diagonal!) : null;
+                var importance = options.Omega == OmegaKind.HessianDiagonal ? PreparedTensor.ImportanceWeights(analysed[t].Diagonal!) : null;
                 candidates[t] = Enumerable.Range(0, sparsityCount).SelectMany(s =>
                 {
-                    var prepared = Prepare(plan, values[t], MaskFor(t, s), options.Granularity);
+                    var prepared = PreparedTensor.Create(plan.Weight.Name, values[t], plan.Weight.Shape, AxisOf(plan), DiagonalOf(t), MaskFor(t, s));
                     return plan.Bits.Select(bits =>
                     {
-                        var quantized = TensorQuantizer.Quantize(prepared, plan.Method, bits, settings);
+                        cancellation.ThrowIfCancellationRequested();
+                        var quantized = plan.Quantizer!.Quantize(prepared, bits, settings);
                         var omega = options.Omega == OmegaKind.Measured
                             ? Math.Max(0, inputs.MeasureLoss!(plan.Weight.Name, quantized.Dequantize()))
                             : importance is null
-                            ? plan.Sensitivity * TensorQuantizer.SquaredError(quantized, values[t])
+                            ? analysed[t].Sensitivity * TensorQuantizer.SquaredError(quantized, values[t])
                             : TensorQuantizer.WeightedSquaredError(quantized, values[t], importance);
                         return new CandidateCost(omega, PayloadSize.Of(quantized, inputs.Entropy));
                     });
                 }).ToArray();
             }
 
-            progress?.Report((double)Interlocked.Increment(ref done) / weights.Count * 0.9);
+            progress?.Report((double)Interlocked.Increment(ref done) / plans.Count);
         });
 
-        var originalBytes = weights.Sum(w => w.Params * 4);
-        var budget = Budget(options.Budget, originalBytes, weights.Sum(w => w.Params));
+        var originalBytes = plans.Sum(p => p.Weight.Params * 4);
+        var budget = Budget(options.Budget, originalBytes, plans.Sum(p => p.Weight.Params));
         var chosen = options.Search == SearchAlgorithm.Greedy
             ? BitAllocation.Greedy(candidates, budget)
             : BitAllocation.Exact(candidates, budget);
 
-        // Only the chosen candidates are quantized again (deterministically the same) to build what the blob
-        // stores, rather than holding every candidate's symbols in memory.
-        var decisions = new TensorDecision[weights.Count];
-        Parallel.For(0, weights.Count, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, t =>
+        var choices = new TensorChoice[plans.Count];
+        for (var t = 0; t < plans.Count; t++)
         {
             var plan = plans[t];
-            var weight = weights[t];
             var cost = candidates[t][chosen[t]];
-            if (plan.Bits.Length == 0)
+            if (!plan.Quantized)
             {
-                decisions[t] = new TensorDecision(weight, null, plan.Method, 0, plan.Sensitivity, 0, cost.Bytes,
-                    StoredTensor.KeptInFloat(weight.Name, weight.Shape, weight.DataType, values[t]));
-                return;
+                choices[t] = new TensorChoice(plan, null, 0, null, analysed[t].Sensitivity, null, -1, 0, cost.Bytes);
+                continue;
             }
 
-            var prepared = Prepare(plan, values[t], MaskFor(t, chosen[t] / plan.Bits.Length), options.Granularity);
-            var bits = plan.Bits[chosen[t] % plan.Bits.Length];
-            var quantized = TensorQuantizer.Quantize(prepared, plan.Method, bits, settings);
-            decisions[t] = new TensorDecision(weight, bits, plan.Method, prepared.Sparsity, plan.Sensitivity, cost.Omega, cost.Bytes,
-                StoredTensor.Of(quantized, weight.DataType));
-        });
-        progress?.Report(1);
-        return new SearchResult(decisions, budget, originalBytes, decisions.Sum(d => d.Bytes));
+            var mask = MaskFor(t, chosen[t] / plan.Bits.Length);
+            var sparsity = mask is null ? 0 : (double)mask.Count(m => m) / mask.Length;
+            choices[t] = new TensorChoice(plan, plan.Bits[chosen[t] % plan.Bits.Length], sparsity, mask, analysed[t].Sensitivity,
+                DiagonalOf(t), AxisOf(plan), cost.Omega, cost.Bytes);
+        }
+
+        return new SearchResult(choices, budget, originalBytes, choices.Sum(c => c.Bytes));
     }
 
     /// <summary>The budget in payload bytes: the ratio and average bits are turned into bytes, rounding down.</summary>
@@ -158,68 +218,39 @@ public static class MixedPrecisionSearch
         return (long)Math.Floor(originalBytes / (budget.CompressionRatio ?? 8));
     }
 
-    /// <summary>Whether the policy keeps a tensor in float32 (<c>keep_float</c>).</summary>
-    public static bool KeepsFloat(QuantizationOptions options, WeightTensor weight)
+    /// <summary>The analysis's figures for a planned tensor; QT1602 when its method or the Omega needs a diagonal that is missing.</summary>
+    private static TensorSensitivityInput Analysed(TensorPlan plan, OmegaKind omega, IReadOnlyDictionary<string, TensorSensitivityInput>? sensitivities)
     {
-        ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(weight);
-        return options.KeepFloat.Any(p => Glob.IsMatch(p, weight.Name));
-    }
-
-    /// <summary>The first override matching a tensor, or null.</summary>
-    public static OverrideOptions? OverrideFor(QuantizationOptions options, WeightTensor weight)
-    {
-        ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(weight);
-        return options.Overrides.FirstOrDefault(o => Glob.IsMatch(o.Match, weight.Name));
-    }
-
-    /// <summary>A tensor's fixed part of the decision: keep_float, then the first matching override.</summary>
-    private sealed record TensorPlan(WeightTensor Weight, int[] Bits, QuantizationMethod Method, double Sensitivity, float[]? Diagonal);
-
-    private static TensorPlan Plan(QuantizationOptions options, WeightTensor weight, IReadOnlyDictionary<string, TensorSensitivityInput>? sensitivities)
-    {
-        var analysis = sensitivities?.GetValueOrDefault(weight.Name);
-        var sensitivity = analysis?.Sensitivity ?? 1.0;
-        if (KeepsFloat(options, weight))
+        var analysis = sensitivities?.GetValueOrDefault(plan.Weight.Name);
+        if (!plan.Quantized)
         {
-            return new TensorPlan(weight, [], options.Method, sensitivity, null);
+            return new TensorSensitivityInput(analysis?.Sensitivity ?? 1.0, null);
         }
 
-        var match = OverrideFor(options, weight);
-        var method = match?.Method ?? options.Method;
-        if (method == QuantizationMethod.HessianKmeans && analysis?.Diagonal is null)
+        if (plan.Quantizer!.Requires.HasFlag(QuantizerNeeds.HessianDiagonal) && analysis?.Diagonal is null)
         {
             throw new QuantException(ErrorCode.QuantizerNeedsHessian,
-                $"Tensor '{weight.Name}' is to be quantized by hessian-kmeans, which needs the Hessian diagonal; it comes from the trace analysis (sensitivity.method: trace, with data.calibration). Or use kmeans.");
+                $"Tensor '{plan.Weight.Name}' is to be quantized by {plan.Quantizer.Name}, which needs the Hessian diagonal; it comes from the trace analysis (sensitivity.method: trace, with data.calibration). Or use kmeans.");
         }
 
-        if (options.Omega == OmegaKind.HessianDiagonal && analysis?.Diagonal is null)
+        if (omega == OmegaKind.HessianDiagonal && analysis?.Diagonal is null)
         {
             throw new QuantException(ErrorCode.QuantizerNeedsHessian,
-                $"quantization.omega is hessian-diagonal, which needs the Hessian diagonal of tensor '{weight.Name}'; it comes from the trace analysis (sensitivity.method: trace, with data.calibration). Or use omega: sensitivity.");
+                $"quantization.omega is hessian-diagonal, which needs the Hessian diagonal of tensor '{plan.Weight.Name}'; it comes from the trace analysis (sensitivity.method: trace, with data.calibration). Or use omega: sensitivity.");
         }
 
-        var bits = match?.Bits is { } fixedBits ? [fixedBits] : options.Bits.Distinct().Order().ToArray();
-        return new TensorPlan(weight, bits, method, sensitivity, analysis?.Diagonal);
+        return new TensorSensitivityInput(analysis?.Sensitivity ?? 1.0, analysis?.Diagonal);
     }
 
-    private static PreparedTensor Prepare(TensorPlan plan, float[] values, bool[]? mask, Granularity granularity)
+    private static bool[]?[] PruningMasks(IReadOnlyList<TensorPlan> plans, IReadOnlyList<float[]> values, PruningOptions pruning)
     {
-        var axis = granularity == Granularity.PerChannel ? plan.Weight.OutputChannelAxis : -1;
-        var diagonal = TensorQuantizer.UsesHessianDiagonal(plan.Method) ? plan.Diagonal : null;
-        return PreparedTensor.Create(plan.Weight.Name, values, plan.Weight.Shape, axis, diagonal, mask);
-    }
-
-    private static bool[]?[] PruningMasks(TensorPlan[] plans, IReadOnlyList<float[]> values, PruningOptions pruning)
-    {
-        var masks = new bool[]?[plans.Length];
+        var masks = new bool[]?[plans.Count];
         if (pruning.Sparsity <= 0)
         {
             return masks;
         }
 
-        var quantized = Enumerable.Range(0, plans.Length).Where(t => plans[t].Bits.Length > 0).ToArray();
+        var quantized = Enumerable.Range(0, plans.Count).Where(t => plans[t].Quantized).ToArray();
         if (pruning.Scope == PruningScope.Global)
         {
             var global = MagnitudePruning.Global(quantized.Select(t => values[t]).ToArray(), pruning.Sparsity);

@@ -4,7 +4,7 @@ using QuantTasks.Onnx.Proto;
 namespace QuantTasks.Weights;
 
 /// <summary>Finds a model's quantizable weight tensors, as the product contract defines them.</summary>
-public static class WeightCatalog
+internal static class WeightCatalog
 {
     /// <summary>The quantizable weights in the order their first consumer appears in the graph.</summary>
     public static IReadOnlyList<WeightTensor> Find(OnnxModel model)

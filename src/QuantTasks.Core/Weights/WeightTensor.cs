@@ -1,7 +1,7 @@
 namespace QuantTasks.Weights;
 
 /// <summary>Where a weight tensor is stored in the ONNX graph.</summary>
-public enum WeightStorage
+internal enum WeightStorage
 {
     /// <summary>A graph initializer.</summary>
     Initializer,
@@ -26,7 +26,7 @@ public enum WeightStorage
 /// 0 for Conv, 1 for ConvTranspose, 0 or 1 for Gemm by <c>transB</c>, the last for MatMul's right operand, 0
 /// for a Gather table (one row per token).
 /// </param>
-public sealed record WeightTensor(
+internal sealed record WeightTensor(
     string Name,
     IReadOnlyList<long> Shape,
     long Params,

@@ -16,7 +16,7 @@ internal sealed record BlockEstimate(double? Trace, double? TopEigenvalue, float
 /// <param name="Estimator">trace or eigenvalue.</param>
 /// <param name="Step">Probes or iterations done.</param>
 /// <param name="MaxSteps">The most there will be.</param>
-public sealed record EstimatorProgress(string Estimator, int Step, int MaxSteps);
+internal sealed record EstimatorProgress(string Estimator, int Step, int MaxSteps);
 
 /// <summary>
 /// Hutchinson's estimators of the trace and diagonal of each weight tensor's Hessian block, and power iteration

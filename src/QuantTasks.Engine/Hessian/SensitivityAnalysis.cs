@@ -13,7 +13,7 @@ using TorchSharp;
 namespace QuantTasks.Engine.Hessian;
 
 /// <summary>Which estimates to make.</summary>
-public enum AnalysisMethod
+internal enum AnalysisMethod
 {
     /// <summary>Hessian trace per tensor (Hutchinson; HAWQ-V2).</summary>
     Trace,
@@ -35,7 +35,7 @@ public enum AnalysisMethod
 /// <param name="Seed">Seed of the random probes.</param>
 /// <param name="Device">auto, cpu or cuda.</param>
 /// <param name="Output">The graph output holding the logits, or null for the first.</param>
-public sealed record AnalysisOptions(
+internal sealed record AnalysisOptions(
     AnalysisMethod Method = AnalysisMethod.Trace,
     LossKind Loss = LossKind.Auto,
     int Samples = 512,
@@ -52,7 +52,7 @@ public sealed record AnalysisOptions(
 /// <param name="Trace">Trace of its Hessian block, when estimated.</param>
 /// <param name="TopEigenvalue">Top eigenvalue of its block, when estimated.</param>
 /// <param name="Sensitivity">What the bit search uses: trace / params (HAWQ-V2), or top eigenvalue / params when only that was estimated.</param>
-public sealed record TensorSensitivity(string Name, long Params, double? Trace, double? TopEigenvalue, double Sensitivity)
+internal sealed record TensorSensitivity(string Name, long Params, double? Trace, double? TopEigenvalue, double Sensitivity)
 {
     /// <summary>The Hessian block's diagonal (Hutchinson), for Hessian-weighted quantizers; not in the JSON.</summary>
     [JsonIgnore]
@@ -67,13 +67,13 @@ public sealed record TensorSensitivity(string Name, long Params, double? Trace, 
 /// <param name="Device">Where it ran.</param>
 /// <param name="Probes">Hutchinson probes taken (0 when the trace was not estimated).</param>
 /// <param name="Tensors">Per weight tensor, in catalog order.</param>
-public sealed record SensitivityReport(string Model, string Loss, int Samples, double Seconds, string Device, int Probes, IReadOnlyList<TensorSensitivity> Tensors);
+internal sealed record SensitivityReport(string Model, string Loss, int Samples, double Seconds, string Device, int Probes, IReadOnlyList<TensorSensitivity> Tensors);
 
 /// <summary>
 /// HAWQ's sensitivity analysis of a model: per weight tensor, the trace and top eigenvalue of its block of the
 /// Hessian of the mean loss over the calibration samples, and the block's diagonal.
 /// </summary>
-public static class SensitivityAnalysis
+internal static class SensitivityAnalysis
 {
     /// <summary>Runs the analysis.</summary>
     /// <param name="modelPath">The ONNX model.</param>

@@ -16,7 +16,7 @@ namespace QuantTasks.Engine.Native;
 /// marked weak, and TorchSharp is pointed at the copy; the NuGet cache is never touched. Hosts whose libstdc++
 /// has the version load the original.
 /// </remarks>
-public static class LibTorch
+internal static class LibTorch
 {
     /// <summary>Environment variable that overrides where the patched copy is kept.</summary>
     public const string CacheVariable = "QUANTTASKS_NATIVE_CACHE";

@@ -15,7 +15,7 @@ public sealed class PayloadSizeTests
     {
         var model = OnnxModel.Load(Fixtures.Model("lenet5.onnx"));
         var weights = WeightCatalog.Find(model);
-        var methods = new[] { QuantizationMethod.Uniform, QuantizationMethod.Kmeans, QuantizationMethod.Ecsq };
+        var methods = new[] { QuantizationMethods.Uniform, QuantizationMethods.Kmeans, QuantizationMethods.Ecsq };
         var cases = 0;
         foreach (var sparsity in new[] { 0.0, 0.5, 0.9 })
         {

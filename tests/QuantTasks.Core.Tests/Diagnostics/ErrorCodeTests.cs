@@ -16,11 +16,12 @@ public class ErrorCodeTests
     }
 
     [Theory]
-    [InlineData(ErrorCode.PolicyUnknownKey, ExitCode.BadInput)]
-    [InlineData(ErrorCode.OnnxUnreadable, ExitCode.BadInput)]
-    [InlineData(ErrorCode.AccuracyGateFailed, ExitCode.AccuracyGateFailed)]
-    [InlineData(ErrorCode.Internal, ExitCode.Internal)]
-    public void The_thousands_digit_is_the_exit_code(ErrorCode code, ExitCode exit) => Assert.Equal(exit, code.ExitCode());
+    [InlineData(nameof(ErrorCode.PolicyUnknownKey), nameof(ExitCode.BadInput))]
+    [InlineData(nameof(ErrorCode.OnnxUnreadable), nameof(ExitCode.BadInput))]
+    [InlineData(nameof(ErrorCode.AccuracyGateFailed), nameof(ExitCode.AccuracyGateFailed))]
+    [InlineData(nameof(ErrorCode.Internal), nameof(ExitCode.Internal))]
+    public void The_thousands_digit_is_the_exit_code(string code, string exit) =>
+        Assert.Equal(Enum.Parse<ExitCode>(exit), Enum.Parse<ErrorCode>(code).ExitCode());
 
     [Fact]
     public void Errors_print_in_MSBuilds_canonical_form()

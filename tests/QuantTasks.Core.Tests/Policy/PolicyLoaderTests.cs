@@ -47,7 +47,7 @@ public sealed class PolicyLoaderTests : IDisposable
 
         Assert.Equal("Digits", policy.Models[0].Name);
         Assert.Equal(_folder.File("models/lenet5.onnx"), loaded.Resolve(policy.Models[0].Path));
-        Assert.Equal(QuantizationMethod.HessianKmeans, policy.Quantization.Method);
+        Assert.Equal(QuantizationMethods.HessianKmeans, policy.Quantization.Method);
         Assert.Equal([2, 4, 8], policy.Quantization.Bits);
         Assert.Equal(16 * 1024, policy.Quantization.Budget.MaxSize!.Value.Bytes);
         Assert.Null(policy.Quantization.Budget.CompressionRatio);

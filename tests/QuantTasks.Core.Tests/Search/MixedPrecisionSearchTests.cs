@@ -21,11 +21,12 @@ public sealed class MixedPrecisionSearchTests
     }
 
     [Theory]
-    [InlineData(QuantizationMethod.Uniform, SearchAlgorithm.Dp, 8.0)]
-    [InlineData(QuantizationMethod.Kmeans, SearchAlgorithm.Dp, 12.0)]
-    [InlineData(QuantizationMethod.Ecsq, SearchAlgorithm.Greedy, 10.0)]
-    public void The_budget_holds_and_the_sizes_are_those_the_blob_will_hold(QuantizationMethod method, SearchAlgorithm search, double ratio)
+    [InlineData(QuantizationMethods.Uniform, nameof(SearchAlgorithm.Dp), 8.0)]
+    [InlineData(QuantizationMethods.Kmeans, nameof(SearchAlgorithm.Dp), 12.0)]
+    [InlineData(QuantizationMethods.Ecsq, nameof(SearchAlgorithm.Greedy), 10.0)]
+    public void The_budget_holds_and_the_sizes_are_those_the_blob_will_hold(string method, string searchName, double ratio)
     {
+        var search = Enum.Parse<SearchAlgorithm>(searchName);
         var options = new QuantizationOptions
         {
             Method = method,
@@ -44,7 +45,7 @@ public sealed class MixedPrecisionSearchTests
     [Fact]
     public void Sensitive_tensors_get_more_bits()
     {
-        var options = new QuantizationOptions { Method = QuantizationMethod.Kmeans, Budget = new BudgetOptions { AverageBits = 3 }, Granularity = Granularity.PerTensor };
+        var options = new QuantizationOptions { Method = QuantizationMethods.Kmeans, Budget = new BudgetOptions { AverageBits = 3 }, Granularity = Granularity.PerTensor };
         Dictionary<string, TensorSensitivityInput> Sensitivities(string favourite) =>
             _weights.ToDictionary(w => w.Name, w => new TensorSensitivityInput(w.Name == favourite ? 1000 : 1, null));
 
@@ -61,7 +62,7 @@ public sealed class MixedPrecisionSearchTests
         // Equal sensitivities, so HAWQ's Omega cannot tell fc1 and fc2 apart; their diagonals can.
         var options = new QuantizationOptions
         {
-            Method = QuantizationMethod.Kmeans,
+            Method = QuantizationMethods.Kmeans,
             Budget = new BudgetOptions { AverageBits = 3 },
             Granularity = Granularity.PerTensor,
             Omega = OmegaKind.HessianDiagonal,
@@ -94,7 +95,7 @@ public sealed class MixedPrecisionSearchTests
     {
         var options = new QuantizationOptions
         {
-            Method = QuantizationMethod.Kmeans,
+            Method = QuantizationMethods.Kmeans,
             Granularity = Granularity.PerTensor,
             Bits = [2, 3, 4],
             Budget = new BudgetOptions { CompressionRatio = 14 },
@@ -121,7 +122,7 @@ public sealed class MixedPrecisionSearchTests
         {
             Budget = new BudgetOptions { CompressionRatio = 4 },
             KeepFloat = ["conv1.*"],
-            Overrides = [new OverrideOptions { Match = "fc3.*", Bits = 8, Method = QuantizationMethod.Kmeans }],
+            Overrides = [new OverrideOptions { Match = "fc3.*", Bits = 8, Method = QuantizationMethods.Kmeans }],
         };
         var result = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions { Sparsity = 0.5 }, true, null));
 
@@ -131,7 +132,7 @@ public sealed class MixedPrecisionSearchTests
         Assert.Equal(150 * 4, conv1.Bytes);
         var fc3 = result.Tensors.Single(t => t.Weight.Name == "fc3.weight");
         Assert.Equal(8, fc3.Bits);
-        Assert.Equal(QuantizationMethod.Kmeans, fc3.Method);
+        Assert.Equal(QuantizationMethods.Kmeans, fc3.Method);
         Assert.All(result.Tensors.Where(t => t.Bits is not null), t => Assert.Equal(0.5, t.Sparsity, 3));
     }
 
@@ -148,7 +149,7 @@ public sealed class MixedPrecisionSearchTests
     [Fact]
     public void Hessian_kmeans_without_a_diagonal_is_QT1602_naming_the_tensor()
     {
-        var options = new QuantizationOptions { Method = QuantizationMethod.HessianKmeans };
+        var options = new QuantizationOptions { Method = QuantizationMethods.HessianKmeans };
         var error = Assert.Throws<QuantException>(() => MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, null)));
         Assert.Equal(ErrorCode.QuantizerNeedsHessian, error.Code);
         Assert.Contains("conv1.weight", error.Message, StringComparison.Ordinal);
@@ -165,7 +166,7 @@ public sealed class MixedPrecisionSearchTests
     [Fact]
     public void The_same_inputs_give_the_same_choices_and_symbols()
     {
-        var options = new QuantizationOptions { Method = QuantizationMethod.Kmeans, Budget = new BudgetOptions { CompressionRatio = 10 } };
+        var options = new QuantizationOptions { Method = QuantizationMethods.Kmeans, Budget = new BudgetOptions { CompressionRatio = 10 } };
         var inputs = new SearchInputs(options, new PruningOptions { Sparsity = 0.3 }, true, null);
         var first = MixedPrecisionSearch.Run(_weights, _values, inputs);
         var second = MixedPrecisionSearch.Run(_weights, _values, inputs, parallelism: 1);

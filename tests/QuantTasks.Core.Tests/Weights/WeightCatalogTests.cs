@@ -19,12 +19,13 @@ public class WeightCatalogTests
     ];
 
     [Theory]
-    [InlineData("lenet5.onnx", WeightStorage.Initializer)]
-    [InlineData("lenet5-opset9.onnx", WeightStorage.Initializer)]
-    [InlineData("lenet5-external.onnx", WeightStorage.Initializer)]
-    [InlineData("lenet5-constants.onnx", WeightStorage.ConstantNode)]
-    public void Finds_exactly_the_five_LeNet_weights(string file, WeightStorage storage)
+    [InlineData("lenet5.onnx", nameof(WeightStorage.Initializer))]
+    [InlineData("lenet5-opset9.onnx", nameof(WeightStorage.Initializer))]
+    [InlineData("lenet5-external.onnx", nameof(WeightStorage.Initializer))]
+    [InlineData("lenet5-constants.onnx", nameof(WeightStorage.ConstantNode))]
+    public void Finds_exactly_the_five_LeNet_weights(string file, string storageName)
     {
+        var storage = Enum.Parse<WeightStorage>(storageName);
         var weights = WeightCatalog.Find(OnnxModel.Load(Fixtures.Model(file)));
 
         Assert.Equal(LeNetWeights.Select(w => w.Name), weights.Select(w => w.Name));

@@ -1,0 +1,49 @@
+using QuantTasks.Diagnostics;
+using QuantTasks.Evaluation;
+using QuantTasks.Policy;
+using QuantTasks.Search;
+
+namespace QuantTasks.Engine.Pipeline.Stages;
+
+/// <summary>
+/// Chooses each tensor's candidate (bits, sparsity) under the budget: every candidate's Omega and exact coded
+/// size, then the knapsack. Only choices come out; quantizing them is the next stage's.
+/// </summary>
+internal sealed class SearchStage : PipelineStage
+{
+    public override string Name => "search";
+
+    public override double Share => 0.2;
+
+    public override void Run(ModelJob job, StageContext context)
+    {
+        var policy = job.Policy;
+        try
+        {
+            job.Search = MixedPrecisionSearch.Choose(job.Plans, job.Values,
+                new SearchInputs(policy.Quantization, policy.Pruning, policy.Encoding.Entropy == EntropyCoding.Huffman, job.Sensitivities, MeasuredLossFor(job)),
+                context.Progress, cancellation: context.Cancellation);
+        }
+        catch (QuantException e) when (e.Location is null && e.Code is ErrorCode.BudgetInfeasible or ErrorCode.QuantizerNeedsHessian)
+        {
+            // The search knows no file; the setting to change is in the policy.
+            var pointer = e.Code == ErrorCode.BudgetInfeasible ? "/quantization/budget"
+                : policy.Quantization.Omega == OmegaKind.HessianDiagonal ? "/quantization/omega" : "/quantization/method";
+            throw new QuantException(e.Code, $"Model {job.Name}: {e.Message}", job.Loaded.Locate(pointer), e);
+        }
+    }
+
+    /// <summary>For <c>quantization.omega: measured</c>: the loss increase on the calibration samples, by ONNX Runtime.</summary>
+    private static Func<string, float[], double>? MeasuredLossFor(ModelJob job)
+    {
+        if (job.Policy.Quantization.Omega != OmegaKind.Measured)
+        {
+            return null;
+        }
+
+        var calibration = job.Calibration ?? throw new QuantException(ErrorCode.PolicyMissingKey,
+            "quantization.omega is measured, which runs the model on calibration samples: add data.calibration (an .npz file), or use omega: sensitivity.",
+            job.Loaded.Locate("/quantization/omega"));
+        return new MeasuredLoss(job.Model, calibration, job.Options.Output).Increase;
+    }
+}
