@@ -32,6 +32,9 @@ internal sealed class CommandConsole
         }
     }
 
+    /// <summary>Fires on Ctrl+C or SIGTERM; long commands pass it to the pipeline.</summary>
+    public CancellationToken Cancellation { get; init; }
+
     /// <summary>Whether <c>--verbose</c> was given.</summary>
     public bool Verbose { get; set; }
 

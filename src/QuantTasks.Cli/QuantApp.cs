@@ -10,8 +10,11 @@ namespace QuantTasks.Cli;
 /// </summary>
 internal static class QuantApp
 {
+    /// <summary>The exit code of a run stopped by Ctrl+C or SIGTERM (128 + SIGINT, as shells report it).</summary>
+    public const int CancelledExitCode = 130;
+
     /// <summary>Runs the command line; returns the process exit code.</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellation = default)
     {
         var verbose = new Option<bool>("--verbose", "-v")
         {
@@ -22,7 +25,7 @@ internal static class QuantApp
         {
             verbose,
         };
-        var console = new CommandConsole(stdout, stderr);
+        var console = new CommandConsole(stdout, stderr) { Cancellation = cancellation };
         root.Add(InitCommand.Create(console));
         root.Add(ValidateCommand.Create(console));
         root.Add(InspectCommand.Create(console));
@@ -57,6 +60,11 @@ internal static class QuantApp
         {
             console.Report(e);
             return (int)e.ExitCode;
+        }
+        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+        {
+            stderr.WriteLine("dotnet-quant: cancelled; no output was written.");
+            return CancelledExitCode;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {

@@ -5,7 +5,10 @@ internal static class CliRunner
 {
     private static readonly Lock s_directoryGate = new();
 
-    public static (int Exit, string Out, string Err) Run(string workingFolder, params string[] args)
+    public static (int Exit, string Out, string Err) Run(string workingFolder, params string[] args) =>
+        Run(workingFolder, CancellationToken.None, args);
+
+    public static (int Exit, string Out, string Err) Run(string workingFolder, CancellationToken cancellation, params string[] args)
     {
         var stdout = new StringWriter();
         var stderr = new StringWriter();
@@ -18,7 +21,7 @@ internal static class CliRunner
             Environment.CurrentDirectory = workingFolder;
             try
             {
-                exit = QuantApp.Run(args, stdout, stderr);
+                exit = QuantApp.Run(args, stdout, stderr, cancellation);
             }
             finally
             {

@@ -44,7 +44,7 @@ internal static class QuantizeCommand
             var options = new PipelineOptions(outDir, root, cache);
             var result = console.Human.Profile.Capabilities.Interactive && !parse.GetValue(json)
                 ? WithProgressBar(console, loaded, options)
-                : new QuantizationPipeline(StageNotes(console), console.Note).Run(loaded, options);
+                : new QuantizationPipeline(StageNotes(console), console.Note).Run(loaded, options, console.Cancellation);
 
             if (parse.GetValue(manifest) is { } manifestPath)
             {
@@ -107,7 +107,7 @@ internal static class QuantizeCommand
                     task.Value = Math.Max(task.Value, p.Fraction);
                 }
             }), console.Note);
-            result = pipeline.Run(loaded, options);
+            result = pipeline.Run(loaded, options, console.Cancellation);
         });
         return result!;
     }

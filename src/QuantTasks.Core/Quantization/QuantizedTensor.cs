@@ -23,6 +23,48 @@ internal sealed class QuantizedTensor
         Method = method;
     }
 
+    /// <summary>
+    /// A tensor with evenly spaced levels: per channel a (scale, offset) pair, value = offset + symbol x scale.
+    /// For stages outside Core (fine-tuning, compensation) that compute symbols and levels themselves.
+    /// </summary>
+    public static QuantizedTensor Uniform(string name, long[] dims, int bits, int channelAxis, float[] scalesAndOffsets, byte[] symbols, string method) =>
+        Checked(new QuantizedTensor(name, dims, bits, QuantizerKind.Uniform, channelAxis, scalesAndOffsets, symbols, method));
+
+    /// <summary>A tensor with a codebook: per channel 2^bits values, value = codebook[channel][symbol].</summary>
+    public static QuantizedTensor Codebook(string name, long[] dims, int bits, int channelAxis, float[] codebooks, byte[] symbols, string method) =>
+        Checked(new QuantizedTensor(name, dims, bits, QuantizerKind.Codebook, channelAxis, codebooks, symbols, method));
+
+    /// <summary>
+    /// The same symbols with new levels (scales and offsets, or codebook values, laid out as <see cref="Parameters"/>):
+    /// what a refine stage writes back. Symbols, and so the coded size the search chose, stay as they are.
+    /// </summary>
+    public QuantizedTensor WithParameters(float[] parameters)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        if (parameters.Length != Parameters.Length)
+        {
+            throw new ArgumentException($"Tensor '{Name}' has {Parameters.Length} level parameters; {parameters.Length} were given.", nameof(parameters));
+        }
+
+        return new QuantizedTensor(Name, Dims.ToArray(), Bits, Kind, ChannelAxis, parameters, Symbols, Method);
+    }
+
+    /// <summary>Whether the levels are a codebook (otherwise uniform scale and offset per channel).</summary>
+    public bool IsCodebook => Kind == QuantizerKind.Codebook;
+
+    private static QuantizedTensor Checked(QuantizedTensor tensor)
+    {
+        var elements = tensor.Dims.Aggregate(1L, (a, b) => a * b);
+        var levels = 1 << tensor.Bits;
+        var expected = tensor.Kind == QuantizerKind.Uniform ? tensor.Channels * 2 : tensor.Channels * levels;
+        if (tensor.Bits is < 1 or > 8 || tensor.Symbols.Length != elements || tensor.Parameters.Length != expected || tensor.Symbols.Any(s => s >= levels))
+        {
+            throw new ArgumentException($"Tensor '{tensor.Name}': {tensor.Symbols.Length} symbols, {tensor.Parameters.Length} parameters and {tensor.Bits} bits do not fit shape [{string.Join(", ", tensor.Dims)}].");
+        }
+
+        return tensor;
+    }
+
     /// <summary>The weight's name.</summary>
     public string Name { get; }
 

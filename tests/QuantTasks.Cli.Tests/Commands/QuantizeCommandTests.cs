@@ -131,6 +131,20 @@ public sealed class QuantizeCommandTests : IDisposable
         Assert.False(File.Exists(_folder.File("x.onnx")));
     }
 
+    [Fact]
+    public void A_cancelled_run_exits_130_and_writes_nothing()
+    {
+        WritePolicy(bits: 4, maxDrop: 100);
+        using var cancel = new CancellationTokenSource();
+        cancel.Cancel();
+
+        var (exit, _, stderr) = CliRunner.Run(_folder.Path, cancel.Token, "quantize", "--out", "out");
+
+        Assert.Equal(130, exit);
+        Assert.Contains("cancelled", stderr, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(_folder.File("out")));
+    }
+
     private void WritePolicy(int bits, double maxDrop) =>
         File.WriteAllText(_folder.File("quant.yaml"), $"""
             version: 1
