@@ -81,6 +81,42 @@ public sealed class QuantCompress : ToolTask
     }
 
     /// <inheritdoc />
+    /// <summary>
+    /// Checks what the targets pass before the engine starts, so that a mistyped property is reported as what it
+    /// is rather than as whatever the engine makes of it.
+    /// </summary>
+    protected override bool ValidateParameters()
+    {
+        var valid = true;
+        void Error(string code, string message, params object[] args)
+        {
+            Log.LogError(null, code, null, PolicyPath, 0, 0, 0, 0, message, args);
+            valid = false;
+        }
+
+        if (!File.Exists(PolicyPath))
+        {
+            Error("QT1002", "The policy {0} does not exist. Set QuantPolicy to the quant.yaml of this project, or run 'dotnet quant init'.", PolicyPath);
+        }
+
+        if (string.IsNullOrWhiteSpace(OutputDirectory) || File.Exists(OutputDirectory.TrimEnd('/', '\\')))
+        {
+            Error("QT1004", "The engine's output folder '{0}' is empty or a file; it is set from IntermediateOutputPath.", OutputDirectory);
+        }
+
+        if (string.IsNullOrWhiteSpace(ManifestPath) || Directory.Exists(ManifestPath))
+        {
+            Error("QT1004", "The engine's manifest path '{0}' is empty or a folder.", ManifestPath);
+        }
+
+        if (!string.IsNullOrEmpty(CacheDirectory) && File.Exists(CacheDirectory.TrimEnd('/', '\\')))
+        {
+            Error("QT1004", "QuantCacheDirectory '{0}' is a file, not a folder.", CacheDirectory);
+        }
+
+        return valid && base.ValidateParameters();
+    }
+
     protected override string GenerateFullPathToTool()
     {
         if (!string.IsNullOrEmpty(DotNetHostPath))

@@ -1,4 +1,5 @@
 using System.Text;
+using static System.FormattableString;
 
 namespace QuantTasks.Policy;
 
@@ -38,19 +39,19 @@ internal static class PolicyTemplate
             ? "  method: none                       # trace | eigenvalue | none; trace needs data.calibration"
             : "  method: trace                      # trace (Hutchinson, HAWQ-V2) | eigenvalue (power iteration) | none");
         Line("  loss: auto                         # auto | cross-entropy | kl | mse");
-        Line("  samples: 512");
-        Line("  batch_size: 64");
-        Line("  max_iterations: 200");
-        Line("  tolerance: 0.01");
+        Line(Invariant($"  samples: {PolicyDefaults.Samples}"));
+        Line(Invariant($"  batch_size: {PolicyDefaults.BatchSize}"));
+        Line(Invariant($"  max_iterations: {PolicyDefaults.MaxIterations}"));
+        Line(Invariant($"  tolerance: {PolicyDefaults.Tolerance}"));
         Line("  seed: 0");
         Line("  device: auto                       # auto | cpu | cuda");
         Line("quantization:");
         Line("  method: uniform                    # uniform | kmeans | hessian-kmeans | ecsq");
         Line("  granularity: per-channel           # per-channel | per-tensor");
         Line("  scheme: asymmetric                 # asymmetric | symmetric (uniform levels centred on zero)");
-        Line("  bits: [2, 3, 4, 5, 6, 8]           # candidates per tensor");
+        Line(Invariant($"  bits: [{string.Join(", ", PolicyDefaults.Bits)}]").PadRight(37) + "# candidates per tensor");
         Line("  budget:                            # exactly one of:");
-        Line("    compression_ratio: 8             #   float32 weight bytes / compressed bytes");
+        Line(Invariant($"    compression_ratio: {PolicyDefaults.CompressionRatio}").PadRight(37) + "#   float32 weight bytes / compressed bytes");
         Line("    # max_size: 64KB                 #   compressed bytes of all weights (KB = 1000 B, KiB = 1024 B)");
         Line("    # average_bits: 4                #   coded bits per weight");
         Line("  keep_float: [\"*bias*\"]             # globs of tensors left in float32");
@@ -61,7 +62,7 @@ internal static class PolicyTemplate
         Line("  omega: sensitivity                 # sensitivity x squared error (HAWQ) | hessian-diagonal | measured (loss increase)");
         Line("  ecsq:                              # for method: ecsq");
         Line("    algorithm: iterative             #   iterative (distortion + lambda * code length) | uniform");
-        Line("    lambda: 0.005                    #   0 = k-means; larger = fewer bits");
+        Line(Invariant($"    lambda: {PolicyDefaults.EcsqLambda}").PadRight(37) + "#   0 = k-means; larger = fewer bits");
         Line("  seed: 0                            # k-means++ seeding");
         Line("pruning:");
         Line("  sparsity: 0.0                      # fraction of smallest weights set to zero; 0 = off");
@@ -71,7 +72,7 @@ internal static class PolicyTemplate
         Line("  entropy: huffman                   # huffman | none");
         Line("accuracy:");
         Line("  metric: top1                       # top1 | agreement | cosine");
-        Line("  max_drop: 0.5                      # percentage points; more fails the build");
+        Line(Invariant($"  max_drop: {PolicyDefaults.MaxDrop}").PadRight(37) + "# percentage points; more fails the build");
         return text.ToString();
     }
 

@@ -110,16 +110,16 @@ internal sealed class SensitivityOptions
     public LossKind Loss { get; init; } = LossKind.Auto;
 
     /// <summary>Calibration samples used. Default: 512.</summary>
-    public int Samples { get; init; } = 512;
+    public int Samples { get; init; } = PolicyDefaults.Samples;
 
     /// <summary>Samples per batch. Default: 64.</summary>
-    public int BatchSize { get; init; } = 64;
+    public int BatchSize { get; init; } = PolicyDefaults.BatchSize;
 
     /// <summary>Largest number of probes or power iterations. Default: 200.</summary>
-    public int MaxIterations { get; init; } = 200;
+    public int MaxIterations { get; init; } = PolicyDefaults.MaxIterations;
 
     /// <summary>Relative change below which an estimate stops. Default: 0.01.</summary>
-    public double Tolerance { get; init; } = 0.01;
+    public double Tolerance { get; init; } = PolicyDefaults.Tolerance;
 
     /// <summary>Seed of the random probes. Default: 0.</summary>
     public long Seed { get; init; }
@@ -180,13 +180,13 @@ internal sealed class QuantizationOptions
     public UniformScheme Scheme { get; init; } = UniformScheme.Asymmetric;
 
     /// <summary>Candidate bit widths. Default: 2, 3, 4, 5, 6, 8.</summary>
-    public IReadOnlyList<int> Bits { get; init; } = [2, 3, 4, 5, 6, 8];
+    public IReadOnlyList<int> Bits { get; init; } = PolicyDefaults.Bits;
 
     /// <summary>The size budget. Default: a compression ratio of 8.</summary>
-    public BudgetOptions Budget { get; init; } = new() { CompressionRatio = 8 };
+    public BudgetOptions Budget { get; init; } = new() { CompressionRatio = PolicyDefaults.CompressionRatio };
 
     /// <summary>Globs of tensors left in float32. Default: <c>*bias*</c>.</summary>
-    public IReadOnlyList<string> KeepFloat { get; init; } = ["*bias*"];
+    public IReadOnlyList<string> KeepFloat { get; init; } = PolicyDefaults.KeepFloat;
 
     /// <summary>Fixed choices by tensor-name glob, first match wins. Default: none.</summary>
     public IReadOnlyList<OverrideOptions> Overrides { get; init; } = [];
@@ -254,7 +254,7 @@ internal sealed class EcsqOptions
     /// Weight of code length against distortion, in units of the channel's (Hessian-weighted) variance per bit;
     /// 0 is k-means. Default: 0.005.
     /// </summary>
-    public double Lambda { get; init; } = 0.005;
+    public double Lambda { get; init; } = PolicyDefaults.EcsqLambda;
 }
 
 /// <summary>The size budget: exactly one of its three forms is set.</summary>
@@ -347,5 +347,5 @@ internal sealed class AccuracyOptions
     public AccuracyMetric Metric { get; init; } = AccuracyMetric.Top1;
 
     /// <summary>Largest allowed drop, in percentage points. Default: 0.5.</summary>
-    public double MaxDrop { get; init; } = 0.5;
+    public double MaxDrop { get; init; } = PolicyDefaults.MaxDrop;
 }

@@ -7,7 +7,7 @@ namespace QuantTasks.Quantization;
 /// <param name="Ecsq">Which ECSQ algorithm.</param>
 /// <param name="EcsqLambda">ECSQ's rate weight.</param>
 /// <param name="Seed">k-means++ seed.</param>
-internal sealed record QuantizerSettings(bool SymmetricUniform = false, EcsqAlgorithm Ecsq = EcsqAlgorithm.Iterative, double EcsqLambda = 0.005, long Seed = 0)
+internal sealed record QuantizerSettings(bool SymmetricUniform = false, EcsqAlgorithm Ecsq = EcsqAlgorithm.Iterative, double EcsqLambda = PolicyDefaults.EcsqLambda, long Seed = 0)
 {
     /// <summary>The settings a policy asks for.</summary>
     public static QuantizerSettings From(QuantizationOptions options)

@@ -38,10 +38,10 @@ internal enum AnalysisMethod
 internal sealed record AnalysisOptions(
     AnalysisMethod Method = AnalysisMethod.Trace,
     LossKind Loss = LossKind.Auto,
-    int Samples = 512,
-    int BatchSize = 64,
-    int MaxIterations = 200,
-    double Tolerance = 0.01,
+    int Samples = PolicyDefaults.Samples,
+    int BatchSize = PolicyDefaults.BatchSize,
+    int MaxIterations = PolicyDefaults.MaxIterations,
+    double Tolerance = PolicyDefaults.Tolerance,
     long Seed = 0,
     DeviceKind Device = DeviceKind.Auto,
     string? Output = null);

@@ -22,10 +22,19 @@ public sealed partial class ConsumerBuildTests
     {
         using var app = new ConsumerProject(_feed);
         app.WritePolicy();
+        File.WriteAllText(Path.Combine(app.Folder, "Directory.Build.targets"), """
+            <Project>
+              <Target Name="MyBeforeCompress" AfterTargets="QuantBeforeCompress"><Message Importance="high" Text="hook: before compress" /></Target>
+              <Target Name="MyAfterCompress" AfterTargets="QuantAfterCompress"><Message Importance="high" Text="hook: after compress" /></Target>
+            </Project>
+            """);
 
         var first = app.Build();
         Assert.True(first.Exit == 0, first.Output);
         Assert.Contains(EngineRan, first.Output, StringComparison.Ordinal);
+        var before = first.Output.IndexOf("hook: before compress", StringComparison.Ordinal);
+        var after = first.Output.IndexOf("hook: after compress", StringComparison.Ordinal);
+        Assert.True(before >= 0 && before < first.Output.IndexOf(EngineRan, StringComparison.Ordinal) && after > before, first.Output);
         Assert.Contains("Digits: analyze", first.Output, StringComparison.Ordinal);
         Assert.False(app.Report().GetProperty("cache_hit").GetBoolean());
 

@@ -94,6 +94,18 @@ public class PolicySchemaTests
         throw new InvalidOperationException("The tests run outside the repository.");
     }
 
+    [Theory]
+    [InlineData("/quantization")]
+    [InlineData("/quantization/overrides/0")]
+    public void The_methods_the_schema_allows_are_exactly_the_registered_quantizers(string location)
+    {
+        var (_, schema) = Resolve(location);
+
+        var allowed = ((JsonArray)schema["properties"]!["method"]!["enum"]!).Select(v => v!.GetValue<string>()).Order(StringComparer.Ordinal);
+
+        Assert.Equal(QuantTasks.Quantization.QuantizerRegistry.Default.Names, allowed);
+    }
+
     [Fact]
     public void The_schema_is_draft_07() =>
         Assert.Equal("http://json-schema.org/draft-07/schema#", PolicySchema.Node["$schema"]!.GetValue<string>());

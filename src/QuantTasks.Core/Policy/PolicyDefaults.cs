@@ -1,0 +1,36 @@
+namespace QuantTasks.Policy;
+
+/// <summary>
+/// The policy's numeric defaults, in one place: the options classes, the analysis, the quantizers and the
+/// <c>init</c> template read them from here, and a test holds <c>quant.schema.json</c>'s "default" values to what
+/// the options bind to.
+/// </summary>
+internal static class PolicyDefaults
+{
+    /// <summary>Calibration samples the analysis uses.</summary>
+    public const int Samples = 512;
+
+    /// <summary>Samples per batch of the analysis.</summary>
+    public const int BatchSize = 64;
+
+    /// <summary>Most probes or power iterations per estimate.</summary>
+    public const int MaxIterations = 200;
+
+    /// <summary>Relative change below which an estimate stops.</summary>
+    public const double Tolerance = 0.01;
+
+    /// <summary>ECSQ's rate weight.</summary>
+    public const double EcsqLambda = 0.005;
+
+    /// <summary>The budget when the policy names none.</summary>
+    public const double CompressionRatio = 8;
+
+    /// <summary>The accuracy gate's allowance, in percentage points.</summary>
+    public const double MaxDrop = 0.5;
+
+    /// <summary>Candidate bit widths.</summary>
+    public static IReadOnlyList<int> Bits { get; } = [2, 3, 4, 5, 6, 8];
+
+    /// <summary>Tensors left in float32.</summary>
+    public static IReadOnlyList<string> KeepFloat { get; } = ["*bias*"];
+}
