@@ -335,11 +335,11 @@ public sealed partial class HostileInputTests
         return sections;
     }
 
-    // One uniform 8-bit tensor of shape [4M, 1], one channel per element: a 33 MB payload whose level table
-    // would take 4.3 GB if it were expanded whole.
+    // One uniform 8-bit tensor of shape [2^23, 1], one channel per element: a 75 MB payload whose level table
+    // would take 8.6 GB if it were expanded whole.
     private static byte[] MillionChannelDirectory(out byte[] payload)
     {
-        const int channels = 1 << 22;
+        const int channels = 1 << 23;
         var entry = new TensorEntry
         {
             Name = "fc1.weight",

@@ -242,6 +242,7 @@ public sealed partial class HostileInputTests : IDisposable
         AssertBadInput(result, "QT1206");
         Assert.Contains(gemm.Name, result.Err, StringComparison.Ordinal);
         AssertNoOutput("out");
+        AssertBadInput(Run("analyze", "bad.onnx", "--data", "calib.npz", "--samples", "8", "--max-iterations", "4"), "QT1206");
     }
 
     [Fact]
