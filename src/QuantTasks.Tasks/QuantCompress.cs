@@ -80,7 +80,6 @@ public sealed class QuantCompress : ToolTask
         return base.Execute();
     }
 
-    /// <inheritdoc />
     /// <summary>
     /// Checks what the targets pass before the engine starts, so that a mistyped property is reported as what it
     /// is rather than as whatever the engine makes of it.
@@ -117,6 +116,7 @@ public sealed class QuantCompress : ToolTask
         return valid && base.ValidateParameters();
     }
 
+    /// <inheritdoc />
     protected override string GenerateFullPathToTool()
     {
         if (!string.IsNullOrEmpty(DotNetHostPath))

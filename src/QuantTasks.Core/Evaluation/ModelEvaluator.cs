@@ -168,6 +168,67 @@ internal static class ModelEvaluator
 
     private static string OneLine(string text) => string.Join(' ', text.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries)).TrimEnd('.');
 
+    /// <summary>
+    /// Runs the model on the first <paramref name="samples"/> samples in batches of <paramref name="batchSize"/>
+    /// and hands each batch's values of <paramref name="outputs"/> (graph outputs, or inner values the caller
+    /// added as outputs) to <paramref name="onBatch"/>, so that nothing holds every sample's activations at once.
+    /// </summary>
+    public static void Stream(byte[] model, DataFile data, IReadOnlyList<string> outputs, string modelPath, int samples, int batchSize,
+        Action<IReadOnlyDictionary<string, (float[] Values, long[] Shape)>> onBatch, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(outputs);
+        ArgumentNullException.ThrowIfNull(onBatch);
+        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
+        using var session = CreateSession(model, options, modelPath);
+        var inputNames = session.InputNames;
+        var arrays = inputNames.Select(name => InputArray(data, name, inputNames.Count)).ToArray();
+        foreach (var (array, name) in arrays.Zip(inputNames))
+        {
+            CheckShape(session.InputMetadata[name], array, data.Path, name);
+        }
+
+        var total = (int)Math.Min(samples, arrays.Min(a => a.Rows));
+        using var runOptions = new RunOptions();
+        for (var start = 0; start < total; start += batchSize)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            var count = Math.Min(batchSize, total - start);
+            var values = new List<OrtValue>();
+            try
+            {
+                foreach (var array in arrays)
+                {
+                    var perSample = (int)(array.Length / array.Rows);
+                    var shape = array.Shape.ToArray();
+                    shape[0] = count;
+                    values.Add(OrtValue.CreateTensorValueFromMemory(array.Floats!.AsSpan(start * perSample, count * perSample).ToArray(), shape));
+                }
+
+                using var results = session.Run(runOptions, inputNames, values, outputs);
+                var batch = new Dictionary<string, (float[], long[])>(StringComparer.Ordinal);
+                for (var i = 0; i < outputs.Count; i++)
+                {
+                    batch[outputs[i]] = (results[i].GetTensorDataAsSpan<float>().ToArray(), results[i].GetTensorTypeAndShape().Shape);
+                }
+
+                onBatch(batch);
+            }
+            catch (OnnxRuntimeException e)
+            {
+                throw new QuantException(ErrorCode.OnnxInvalidModel,
+                    $"ONNX Runtime cannot run model '{modelPath}' on '{data.Path}': {OneLine(e.Message)}.", new SourceLocation(modelPath), e);
+            }
+            finally
+            {
+                foreach (var value in values)
+                {
+                    value.Dispose();
+                }
+            }
+        }
+    }
+
     /// <summary>Percentage of samples whose largest output is the label.</summary>
     public static double Top1(ModelOutputs outputs, long[] labels)
     {

@@ -22,6 +22,12 @@ internal static class PolicyDefaults
     /// <summary>ECSQ's rate weight.</summary>
     public const double EcsqLambda = 0.005;
 
+    /// <summary>GPTQ's dampening: a fraction of the mean diagonal of the layer Hessian.</summary>
+    public const double GptqDampening = 0.01;
+
+    /// <summary>Calibration samples whose activations make the layer Hessians.</summary>
+    public const int GptqSamples = 128;
+
     /// <summary>The budget when the policy names none.</summary>
     public const double CompressionRatio = 8;
 

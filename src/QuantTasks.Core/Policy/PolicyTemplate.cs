@@ -60,6 +60,11 @@ internal static class PolicyTemplate
         Line("  #     bits: 8");
         Line("  search: dp                         # dp (exact) | greedy (HAWQ-V1 order)");
         Line("  omega: sensitivity                 # sensitivity x squared error (HAWQ) | hessian-diagonal | measured (loss increase)");
+        Line("  compensation: none                 # none | gptq (second-order compensated rounding, label-free; needs data.calibration)");
+        Line("  gptq:                              # for compensation: gptq");
+        Line(Invariant($"    dampening: {PolicyDefaults.GptqDampening}").PadRight(37) + "#   fraction of the mean Hessian diagonal added to it");
+        Line("    order: natural                   #   natural | descending-diagonal (GPTQ's act order)");
+        Line(Invariant($"    samples: {PolicyDefaults.GptqSamples}").PadRight(37) + "#   calibration samples for the layer Hessians");
         Line("  ecsq:                              # for method: ecsq");
         Line("    algorithm: iterative             #   iterative (distortion + lambda * code length) | uniform");
         Line(Invariant($"    lambda: {PolicyDefaults.EcsqLambda}").PadRight(37) + "#   0 = k-means; larger = fewer bits");

@@ -200,6 +200,12 @@ internal sealed class QuantizationOptions
     /// <summary>Settings of the ecsq method.</summary>
     public EcsqOptions Ecsq { get; init; } = new();
 
+    /// <summary>Second-order compensated rounding. Default: <see cref="CompensationKind.None"/>.</summary>
+    public CompensationKind Compensation { get; init; } = CompensationKind.None;
+
+    /// <summary>Settings of <see cref="CompensationKind.Gptq"/>.</summary>
+    public GptqOptions Gptq { get; init; } = new();
+
     /// <summary>Seed of k-means++ seeding. Default: 0.</summary>
     public long Seed { get; init; }
 }
@@ -242,6 +248,39 @@ internal enum EcsqAlgorithm
 
     /// <summary>Uniform cells with (Hessian-weighted) mean centres.</summary>
     Uniform,
+}
+
+/// <summary>How the search's candidates are rounded.</summary>
+internal enum CompensationKind
+{
+    /// <summary>Each weight to its nearest level.</summary>
+    None,
+
+    /// <summary>Second-order compensated rounding, column by column (OBQ/GPTQ).</summary>
+    Gptq,
+}
+
+/// <summary>The order in which GPTQ rounds a layer's input columns.</summary>
+internal enum GptqOrder
+{
+    /// <summary>As the weight stores them.</summary>
+    Natural,
+
+    /// <summary>Largest Hessian diagonal first.</summary>
+    DescendingDiagonal,
+}
+
+/// <summary>Settings of <c>compensation: gptq</c>.</summary>
+internal sealed class GptqOptions
+{
+    /// <summary>Fraction of the mean Hessian diagonal added to it. Default: 0.01.</summary>
+    public double Dampening { get; init; } = PolicyDefaults.GptqDampening;
+
+    /// <summary>Column order. Default: natural.</summary>
+    public GptqOrder Order { get; init; } = GptqOrder.Natural;
+
+    /// <summary>Calibration samples for the layer Hessians. Default: 128.</summary>
+    public int Samples { get; init; } = PolicyDefaults.GptqSamples;
 }
 
 /// <summary>Entropy-constrained scalar quantization.</summary>

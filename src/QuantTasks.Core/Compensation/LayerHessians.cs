@@ -1,0 +1,263 @@
+using Google.Protobuf;
+using QuantTasks.Data;
+using QuantTasks.Evaluation;
+using QuantTasks.Onnx;
+using QuantTasks.Onnx.Proto;
+using QuantTasks.Weights;
+
+namespace QuantTasks.Compensation;
+
+/// <summary>
+/// One layer's reconstruction Hessian H = sum over samples (and output positions) of x x^T, x the layer's input
+/// as the weight sees it: the row of a Gemm or MatMul input, or a convolution's patch (input channels of one
+/// group x kernel positions, the order of the weight's own elements). A convolution with groups has one H per
+/// group. Accumulated in float64.
+/// </summary>
+/// <param name="Weight">The weight's name.</param>
+/// <param name="Rows">Output channels.</param>
+/// <param name="Columns">Input features per group.</param>
+/// <param name="Groups">Convolution groups (1 otherwise); output channel r belongs to group r / (Rows / Groups).</param>
+/// <param name="Transposed">Whether the weight stores [inputs, outputs] (MatMul, Gemm without transB), so the compensation works on its transpose.</param>
+/// <param name="PerGroup">H per group, Columns x Columns, row-major.</param>
+/// <param name="Vectors">How many input vectors were accumulated.</param>
+internal sealed record LayerHessian(string Weight, int Rows, int Columns, int Groups, bool Transposed, double[][] PerGroup, long Vectors);
+
+/// <summary>Computes the layer Hessians of a model's weights from its activations on calibration samples, by ONNX Runtime.</summary>
+internal static class LayerHessians
+{
+    /// <summary>
+    /// Every weight consumed as the weight input of a Gemm, MatMul (2-D) or Conv gets its H; other weights are left
+    /// out (they are rounded without compensation). The float model's activations are used, streamed batch by batch.
+    /// </summary>
+    public static IReadOnlyDictionary<string, LayerHessian> Compute(OnnxModel model, IReadOnlyList<WeightTensor> weights, DataFile data,
+        int samples, int batchSize = 32, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(weights);
+        var layers = weights.Select(w => Layer.Find(model, w)).OfType<Layer>().ToArray();
+        if (layers.Length == 0)
+        {
+            return new Dictionary<string, LayerHessian>(StringComparer.Ordinal);
+        }
+
+        // The layers' inputs become extra graph outputs of a copy of the model.
+        var proto = model.Proto.Clone();
+        var existing = new HashSet<string>(proto.Graph.Output.Select(o => o.Name), StringComparer.Ordinal);
+        var names = layers.Select(l => l.Input).Distinct(StringComparer.Ordinal).ToArray();
+        foreach (var name in names.Where(n => !existing.Contains(n)))
+        {
+            proto.Graph.Output.Add(new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1 } } });
+        }
+
+        var grams = layers.Select(l => Enumerable.Range(0, l.Groups).Select(_ => new double[l.Columns * l.Columns]).ToArray()).ToArray();
+        var vectors = new long[layers.Length];
+        ModelEvaluator.Stream(proto.ToByteArray(), data, names, model.Path, samples, batchSize, batch =>
+        {
+            // Each layer owns its own sums, so layers accumulate in parallel; batches come in order.
+            Parallel.For(0, layers.Length, new ParallelOptions { CancellationToken = cancellation }, i =>
+            {
+                var (values, shape) = batch[layers[i].Input];
+                vectors[i] += layers[i].Accumulate(values, shape, grams[i]);
+            });
+        }, cancellation);
+
+        return Enumerable.Range(0, layers.Length).ToDictionary(
+            i => layers[i].Weight.Name,
+            i => new LayerHessian(layers[i].Weight.Name, layers[i].Rows, layers[i].Columns, layers[i].Groups, layers[i].Transposed, grams[i], vectors[i]),
+            StringComparer.Ordinal);
+    }
+
+    /// <summary>How a weight's consumer turns its input into vectors x.</summary>
+    private sealed class Layer
+    {
+        private Layer(WeightTensor weight, string input, int rows, int columns, int groups, bool transposed, NodeProto node)
+        {
+            Weight = weight;
+            Input = input;
+            Rows = rows;
+            Columns = columns;
+            Groups = groups;
+            Transposed = transposed;
+            Node = node;
+        }
+
+        public WeightTensor Weight { get; }
+
+        public string Input { get; }
+
+        public int Rows { get; }
+
+        public int Columns { get; }
+
+        public int Groups { get; }
+
+        public bool Transposed { get; }
+
+        private NodeProto Node { get; }
+
+        public static Layer? Find(OnnxModel model, WeightTensor weight)
+        {
+            var node = model.Graph.Node.FirstOrDefault(n => n.Input.Count >= 2 && n.Input[1] == weight.Name && n.OpType is "Gemm" or "MatMul" or "Conv");
+            if (node is null || weight.Shape.Any(d => d <= 0))
+            {
+                return null;
+            }
+
+            var shape = weight.Shape;
+            switch (node.OpType)
+            {
+                case "Gemm" when shape.Count == 2 && Int(node, "transA", 0) == 0:
+                    var transB = Int(node, "transB", 0) == 1;
+                    return new Layer(weight, node.Input[0], (int)(transB ? shape[0] : shape[1]), (int)(transB ? shape[1] : shape[0]), 1, !transB, node);
+                case "MatMul" when shape.Count == 2:
+                    return new Layer(weight, node.Input[0], (int)shape[1], (int)shape[0], 1, transposed: true, node);
+                case "Conv" when shape.Count is 3 or 4:
+                    var groups = (int)Int(node, "group", 1);
+                    var kernel = shape.Skip(2).Aggregate(1L, (a, b) => a * b);
+                    return shape[0] % groups == 0 ? new Layer(weight, node.Input[0], (int)shape[0], (int)(shape[1] * kernel), groups, false, node) : null;
+                default:
+                    return null;
+            }
+        }
+
+        /// <summary>Adds this batch's x x^T into <paramref name="grams"/>; returns how many vectors x it held.</summary>
+        public long Accumulate(float[] values, long[] shape, double[][] grams)
+        {
+            if (Node.OpType != "Conv")
+            {
+                // Every leading index is one vector of Columns inputs.
+                var count = values.Length / Columns;
+                AddRows(grams[0], values, 0, count, Columns, Columns);
+                return count;
+            }
+
+            return AccumulatePatches(values, shape, grams);
+        }
+
+        // im2col, one output position at a time: the patch of each group is a vector of (channel, kernel offset).
+        private long AccumulatePatches(float[] values, long[] shape, double[][] grams)
+        {
+            var spatial = shape.Length - 2;
+            var kernel = Weight.Shape.Skip(2).Select(d => (int)d).ToArray();
+            var strides = Ints(Node, "strides", spatial, 1);
+            var dilations = Ints(Node, "dilations", spatial, 1);
+            var input = shape.Skip(2).Select(d => (int)d).ToArray();
+            var pads = Pads(Node, spatial, input, kernel, strides, dilations);
+            var outputSize = Enumerable.Range(0, spatial)
+                .Select(a => ((input[a] + pads[a] + pads[a + spatial] - (dilations[a] * (kernel[a] - 1)) - 1) / strides[a]) + 1)
+                .ToArray();
+            int batch = (int)shape[0], channels = (int)shape[1];
+            var perGroup = channels / Groups;
+            var kernelSize = kernel.Aggregate(1, (a, b) => a * b);
+            var positions = outputSize.Aggregate(1, (a, b) => a * b);
+            var inputSize = input.Aggregate(1, (a, b) => a * b);
+            var patch = new float[Columns * 64];
+            long count = 0;
+            for (var g = 0; g < Groups; g++)
+            {
+                var filled = 0;
+                for (var n = 0; n < batch; n++)
+                {
+                    for (var p = 0; p < positions; p++)
+                    {
+                        var o = Unravel(p, outputSize);
+                        var at = filled * Columns;
+                        for (var c = 0; c < perGroup; c++)
+                        {
+                            var plane = ((long)n * channels + (g * perGroup) + c) * inputSize;
+                            for (var k = 0; k < kernelSize; k++)
+                            {
+                                var offset = Unravel(k, kernel);
+                                var index = 0L;
+                                var inside = true;
+                                for (var a = 0; a < spatial && inside; a++)
+                                {
+                                    var coordinate = (o[a] * strides[a]) - pads[a] + (offset[a] * dilations[a]);
+                                    inside = coordinate >= 0 && coordinate < input[a];
+                                    index = (index * input[a]) + coordinate;
+                                }
+
+                                patch[at + (c * kernelSize) + k] = inside ? values[plane + index] : 0;
+                            }
+                        }
+
+                        if (++filled == 64)
+                        {
+                            AddRows(grams[g], patch, 0, filled, Columns, Columns);
+                            filled = 0;
+                        }
+                    }
+                }
+
+                AddRows(grams[g], patch, 0, filled, Columns, Columns);
+                count = (long)batch * positions;
+            }
+
+            return count;
+        }
+
+        private static int[] Unravel(int index, int[] dims)
+        {
+            var result = new int[dims.Length];
+            for (var a = dims.Length - 1; a >= 0; a--)
+            {
+                result[a] = index % dims[a];
+                index /= dims[a];
+            }
+
+            return result;
+        }
+    }
+
+    // gram += sum over the rows of row^T row, rows of length n at stride `stride`.
+    private static void AddRows(double[] gram, float[] rows, int first, int count, int n, int stride)
+    {
+        for (var a = 0; a < n; a++)
+        {
+            for (var b = a; b < n; b++)
+            {
+                double sum = 0;
+                for (var r = first; r < first + count; r++)
+                {
+                    var row = r * stride;
+                    sum += (double)rows[row + a] * rows[row + b];
+                }
+
+                gram[(a * n) + b] += sum;
+                if (a != b)
+                {
+                    gram[(b * n) + a] += sum;
+                }
+            }
+        }
+    }
+
+    private static long Int(NodeProto node, string name, long fallback) =>
+        node.Attribute.FirstOrDefault(a => a.Name == name)?.I ?? fallback;
+
+    private static int[] Ints(NodeProto node, string name, int count, int fallback) =>
+        node.Attribute.FirstOrDefault(a => a.Name == name) is { Ints.Count: > 0 } attribute
+            ? attribute.Ints.Select(v => (int)v).ToArray()
+            : Enumerable.Repeat(fallback, count).ToArray();
+
+    // Begin pads then end pads, from `pads` or from auto_pad (SAME_UPPER puts the odd pad at the end).
+    private static int[] Pads(NodeProto node, int spatial, int[] input, int[] kernel, int[] strides, int[] dilations)
+    {
+        var autoPad = node.Attribute.FirstOrDefault(a => a.Name == "auto_pad")?.S.ToStringUtf8() ?? "NOTSET";
+        if (autoPad is "SAME_UPPER" or "SAME_LOWER")
+        {
+            var pads = new int[2 * spatial];
+            for (var a = 0; a < spatial; a++)
+            {
+                var output = (input[a] + strides[a] - 1) / strides[a];
+                var total = Math.Max(0, ((output - 1) * strides[a]) + (dilations[a] * (kernel[a] - 1)) + 1 - input[a]);
+                pads[a] = autoPad == "SAME_UPPER" ? total / 2 : total - (total / 2);
+                pads[a + spatial] = total - pads[a];
+            }
+
+            return pads;
+        }
+
+        return Ints(node, "pads", 2 * spatial, 0);
+    }
+}
