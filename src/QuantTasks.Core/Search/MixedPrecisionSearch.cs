@@ -1,4 +1,5 @@
 using QuantTasks.Blob;
+using QuantTasks.Compensation;
 using QuantTasks.Diagnostics;
 using QuantTasks.Policy;
 using QuantTasks.Quantization;
@@ -21,7 +22,9 @@ internal sealed record TensorSensitivityInput(double Sensitivity, float[]? Diago
 /// <param name="ChannelAxis">The axis with one set of levels per index, or -1.</param>
 /// <param name="Omega">The chosen candidate's cost.</param>
 /// <param name="Bytes">Its exact payload bytes in the blob.</param>
-internal sealed record TensorChoice(TensorPlan Plan, int? Bits, double Sparsity, bool[]? Mask, double Sensitivity, float[]? Diagonal, int ChannelAxis, double Omega, long Bytes)
+/// <param name="Compensation">The layer Hessian and settings of compensated rounding, or null for plain rounding.</param>
+internal sealed record TensorChoice(TensorPlan Plan, int? Bits, double Sparsity, bool[]? Mask, double Sensitivity, float[]? Diagonal, int ChannelAxis, double Omega, long Bytes,
+    CompensationInput? Compensation = null)
 {
     /// <summary>The tensor.</summary>
     public WeightTensor Weight => Plan.Weight;
@@ -33,6 +36,9 @@ internal sealed record TensorChoice(TensorPlan Plan, int? Bits, double Sparsity,
     public PreparedTensor Prepare(float[] values) =>
         PreparedTensor.Create(Weight.Name, values, Weight.Shape, ChannelAxis, Diagonal, Mask);
 }
+
+/// <summary>What compensated rounding of one tensor needs: its layer's Hessian and the settings.</summary>
+internal sealed record CompensationInput(LayerHessian Hessian, CompensationOptions Options);
 
 /// <summary>The search's result.</summary>
 /// <param name="Tensors">One choice per weight, in catalog order.</param>
@@ -68,8 +74,10 @@ internal sealed record SearchOutcome(IReadOnlyList<TensorDecision> Tensors, long
 /// <param name="Entropy">Whether the blob entropy-codes symbols (sizes depend on it).</param>
 /// <param name="Sensitivities">Per tensor name; null or missing entries mean sensitivity 1 and no diagonal.</param>
 /// <param name="MeasureLoss">For <see cref="OmegaKind.Measured"/>: the loss increase with one tensor (by name) replaced by the given values.</param>
+/// <param name="LayerHessians">For compensated rounding: the layer Hessian per tensor name (tensors without one are rounded plainly).</param>
+/// <param name="Compensation">The settings of compensated rounding, or null for none.</param>
 internal sealed record SearchInputs(QuantizationOptions Quantization, PruningOptions Pruning, bool Entropy, IReadOnlyDictionary<string, TensorSensitivityInput>? Sensitivities,
-    Func<string, float[], double>? MeasureLoss = null);
+    Func<string, float[], double>? MeasureLoss = null, IReadOnlyDictionary<string, LayerHessian>? LayerHessians = null, CompensationOptions? Compensation = null);
 
 /// <summary>
 /// HAWQ's mixed-precision search with exact sizes (Choi et al.): every tensor is quantized at every candidate
@@ -105,7 +113,15 @@ internal static class MixedPrecisionSearch
             return StoredTensor.KeptInFloat(weight.Name, weight.Shape, weight.DataType, values);
         }
 
-        return StoredTensor.Of(choice.Plan.Quantizer!.Quantize(choice.Prepare(values), bits, settings), weight.DataType);
+        return StoredTensor.Of(Candidate(choice.Plan, choice.Prepare(values), bits, settings, values, choice.Mask, choice.Compensation), weight.DataType);
+    }
+
+    /// <summary>One candidate as the search measures it and the blob stores it: the quantizer's levels, compensated when asked.</summary>
+    private static QuantizedTensor Candidate(TensorPlan plan, PreparedTensor prepared, int bits, QuantizerSettings settings, float[] original, bool[]? mask,
+        CompensationInput? compensation)
+    {
+        var quantized = plan.Quantizer!.Quantize(prepared, bits, settings);
+        return compensation is null ? quantized : Compensator.Apply(quantized, original, mask, compensation.Hessian, compensation.Options);
     }
 
     /// <summary>Chooses one candidate per planned tensor within the budget.</summary>
@@ -142,6 +158,9 @@ internal static class MixedPrecisionSearch
         var sparsityCount = sparsities?.Length ?? 1;
         int AxisOf(TensorPlan plan) => options.Granularity == Granularity.PerChannel ? plan.Weight.OutputChannelAxis : -1;
         float[]? DiagonalOf(int t) => plans[t].Quantizer?.UsesHessianDiagonal == true ? analysed[t].Diagonal : null;
+        CompensationInput? CompensationOf(int t) =>
+            inputs.Compensation is { } compensation && inputs.LayerHessians?.GetValueOrDefault(plans[t].Weight.Name) is { } hessian
+                ? new CompensationInput(hessian, compensation) : null;
 
         var candidates = new CandidateCost[plans.Count][];
         var done = 0;
@@ -157,11 +176,12 @@ internal static class MixedPrecisionSearch
                 var importance = options.Omega == OmegaKind.HessianDiagonal ? PreparedTensor.ImportanceWeights(analysed[t].Diagonal!) : null;
                 candidates[t] = Enumerable.Range(0, sparsityCount).SelectMany(s =>
                 {
-                    var prepared = PreparedTensor.Create(plan.Weight.Name, values[t], plan.Weight.Shape, AxisOf(plan), DiagonalOf(t), MaskFor(t, s));
+                    var mask = MaskFor(t, s);
+                    var prepared = PreparedTensor.Create(plan.Weight.Name, values[t], plan.Weight.Shape, AxisOf(plan), DiagonalOf(t), mask);
                     return plan.Bits.Select(bits =>
                     {
                         cancellation.ThrowIfCancellationRequested();
-                        var quantized = plan.Quantizer!.Quantize(prepared, bits, settings);
+                        var quantized = Candidate(plan, prepared, bits, settings, values[t], mask, CompensationOf(t));
                         var omega = options.Omega == OmegaKind.Measured
                             ? Math.Max(0, inputs.MeasureLoss!(plan.Weight.Name, quantized.Dequantize()))
                             : importance is null
@@ -195,7 +215,7 @@ internal static class MixedPrecisionSearch
             var mask = MaskFor(t, chosen[t] / plan.Bits.Length);
             var sparsity = mask is null ? 0 : (double)mask.Count(m => m) / mask.Length;
             choices[t] = new TensorChoice(plan, plan.Bits[chosen[t] % plan.Bits.Length], sparsity, mask, analysed[t].Sensitivity,
-                DiagonalOf(t), AxisOf(plan), cost.Omega, cost.Bytes);
+                DiagonalOf(t), AxisOf(plan), cost.Omega, cost.Bytes, CompensationOf(t));
         }
 
         return new SearchResult(choices, budget, originalBytes, choices.Sum(c => c.Bytes));

@@ -91,6 +91,11 @@ internal sealed class ModelJob
     /// <summary>The analysis's sensitivity and diagonal per tensor name; null without analysis.</summary>
     public IReadOnlyDictionary<string, TensorSensitivityInput>? Sensitivities { get; set; }
 
+    // ---- activations ----
+
+    /// <summary>For compensated rounding: each compensated layer's input Hessian; null otherwise.</summary>
+    public IReadOnlyDictionary<string, Compensation.LayerHessian>? LayerHessians { get; set; }
+
     // ---- search ----
 
     /// <summary>The candidate chosen per tensor.</summary>

@@ -58,7 +58,7 @@ internal sealed record ModelArtifacts(ModelReport Report, string BlobPath, strin
 /// <summary>
 /// The whole job for a policy, one model at a time, as a list of stages over one <see cref="ModelJob"/>:
 /// <code>
-///   load -> plan -> analyze -> search -> quantize -> [refine...] -> encode -> evaluate -> report -> generate
+///   load -> plan -> analyze -> activations -> search -> quantize -> [refine...] -> encode -> evaluate -> report -> generate
 /// </code>
 /// A cache hit at load ends a model's job there. Outputs are written only when every model has succeeded, and
 /// the accuracy gate is applied after they are, so that CI can publish the report of a failed gate.
@@ -101,7 +101,7 @@ internal sealed class QuantizationPipeline
     /// </summary>
     public static IReadOnlyList<PipelineStage> DefaultStages(params PipelineStage[] refine) =>
     [
-        new LoadStage(), new PlanStage(), new AnalyzeStage(), new SearchStage(), new QuantizeStage(),
+        new LoadStage(), new PlanStage(), new AnalyzeStage(), new ActivationsStage(), new SearchStage(), new QuantizeStage(),
         .. refine,
         new EncodeStage(), new EvaluateStage(), new ReportStage(), new GenerateStage(),
     ];

@@ -108,6 +108,50 @@ public sealed class QuantizationPipelineTests : IDisposable
         Assert.Empty(result.GateFailures);
     }
 
+    /// <summary>
+    /// Second-order compensation on the grid where plain rounding suffers most: uniform per-channel levels, LeNet-5
+    /// at 16x with every tensor's bits searched and no analysis. Measured: 1.75 pp lost with plain rounding,
+    /// 0.40 pp with GPTQ (the layer Hessians from 128 calibration digits, no labels used).
+    /// </summary>
+    [Fact]
+    public void Gptq_compensation_keeps_uniform_LeNet_at_16x_within_half_a_point_where_plain_rounding_cannot()
+    {
+        _folder.Copy(Fixtures.Model("lenet5.onnx"));
+        _folder.Copy(Fixtures.Data("digits-calibration.npz"), "calibration.npz");
+        PipelineResult Compress(string compensation)
+        {
+            File.WriteAllText(_folder.File("quant.yaml"), $$"""
+                version: 1
+                models:
+                  - path: lenet5.onnx
+                    name: LeNet
+                data:
+                  calibration: calibration.npz
+                  evaluation: test.npz
+                sensitivity:
+                  method: none
+                quantization:
+                  method: uniform
+                  granularity: per-channel
+                  bits: [2, 3, 4, 5, 6, 8]
+                  compensation: {{compensation}}
+                  budget:
+                    compression_ratio: 16
+                accuracy:
+                  max_drop: 100
+                """);
+            return new QuantizationPipeline().Run(PolicyLoader.Load(_folder.File("quant.yaml")), new PipelineOptions(_folder.File("out-" + compensation), "Tests"));
+        }
+
+        var plain = Compress("none").Models[0].Report;
+        var compensated = Compress("gptq").Models[0].Report;
+
+        Assert.True(compensated.CompressionRatio >= 16, $"{compensated.CompressionRatio:0.00}x");
+        Assert.True(compensated.Accuracy!.Drop <= 0.5, $"compensated: lost {compensated.Accuracy.Drop:0.00} pp");
+        Assert.True(plain.Accuracy!.Drop > 1, $"plain rounding lost only {plain.Accuracy.Drop:0.00} pp: the case no longer shows what compensation buys");
+        Assert.Contains("activations", compensated.Stages!.Keys);
+    }
+
     [Fact]
     public void The_same_inputs_give_byte_identical_blobs_and_code()
     {

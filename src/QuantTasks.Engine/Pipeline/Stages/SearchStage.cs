@@ -21,7 +21,8 @@ internal sealed class SearchStage : PipelineStage
         try
         {
             job.Search = MixedPrecisionSearch.Choose(job.Plans, job.Values,
-                new SearchInputs(policy.Quantization, policy.Pruning, policy.Encoding.Entropy == EntropyCoding.Huffman, job.Sensitivities, MeasuredLossFor(job)),
+                new SearchInputs(policy.Quantization, policy.Pruning, policy.Encoding.Entropy == EntropyCoding.Huffman, job.Sensitivities, MeasuredLossFor(job),
+                    job.LayerHessians, job.LayerHessians is null ? null : ActivationsStage.Options(policy.Quantization.Gptq)),
                 context.Progress, cancellation: context.Cancellation);
         }
         catch (QuantException e) when (e.Location is null && e.Code is ErrorCode.BudgetInfeasible or ErrorCode.QuantizerNeedsHessian)

@@ -1,0 +1,39 @@
+using QuantTasks.Compensation;
+using QuantTasks.Diagnostics;
+using QuantTasks.Policy;
+
+namespace QuantTasks.Engine.Pipeline.Stages;
+
+/// <summary>
+/// For <c>quantization.compensation: gptq</c>: every compensated layer's input Hessian X X^T, from the float
+/// model's activations on the first calibration samples (ONNX Runtime, streamed batch by batch). Label-free.
+/// </summary>
+internal sealed class ActivationsStage : PipelineStage
+{
+    public override string Name => "activations";
+
+    public override double Share => 0.1;
+
+    /// <summary>The policy's settings as the compensation takes them.</summary>
+    public static CompensationOptions Options(GptqOptions gptq)
+    {
+        ArgumentNullException.ThrowIfNull(gptq);
+        return new CompensationOptions(gptq.Dampening, gptq.Order == GptqOrder.DescendingDiagonal ? ColumnOrder.DescendingHessianDiagonal : ColumnOrder.Natural);
+    }
+
+    public override void Run(ModelJob job, StageContext context)
+    {
+        var quantization = job.Policy.Quantization;
+        if (quantization.Compensation == CompensationKind.None)
+        {
+            job.LayerHessians = null;
+            return;
+        }
+
+        var calibration = job.Calibration ?? throw new QuantException(ErrorCode.PolicyMissingKey,
+            "quantization.compensation is gptq, which measures each layer's inputs on calibration samples: add data.calibration (an .npz file; labels are not needed), or set compensation: none.",
+            job.Loaded.Locate("/quantization/compensation"));
+        var weights = job.Plans.Where(p => p.Quantized).Select(p => p.Weight).ToArray();
+        job.LayerHessians = LayerHessians.Compute(job.Model, weights, calibration, quantization.Gptq.Samples, cancellation: context.Cancellation);
+    }
+}
