@@ -20,7 +20,29 @@ namespace QuantTasks.Compensation;
 /// <param name="Transposed">Whether the weight stores [inputs, outputs] (MatMul, Gemm without transB), so the compensation works on its transpose.</param>
 /// <param name="PerGroup">H per group, Columns x Columns, row-major.</param>
 /// <param name="Vectors">How many input vectors were accumulated.</param>
-internal sealed record LayerHessian(string Weight, int Rows, int Columns, int Groups, bool Transposed, double[][] PerGroup, long Vectors);
+internal sealed record LayerHessian(string Weight, int Rows, int Columns, int Groups, bool Transposed, double[][] PerGroup, long Vectors)
+{
+    /// <summary>The layer's output error sum_r (w_r - q_r)^T H (w_r - q_r), with both tensors in their stored layout.</summary>
+    public double OutputError(ReadOnlySpan<float> original, ReadOnlySpan<float> rounded)
+    {
+        var perGroup = Rows / Groups;
+        var delta = new double[Columns];
+        double total = 0;
+        for (var r = 0; r < Rows; r++)
+        {
+            var h = PerGroup[r / perGroup];
+            for (var j = 0; j < Columns; j++)
+            {
+                var index = Transposed ? (j * Rows) + r : (r * Columns) + j;
+                delta[j] = original[index] - rounded[index];
+            }
+
+            total += OptimalBrainCompensation.QuadraticForm(delta, h, Columns);
+        }
+
+        return total;
+    }
+}
 
 /// <summary>Computes the layer Hessians of a model's weights from its activations on calibration samples, by ONNX Runtime.</summary>
 internal static class LayerHessians

@@ -129,21 +129,30 @@ internal static class OptimalBrainCompensation
                 delta[j] = weights[(r * columns) + j] - rounded[(r * columns) + j];
             }
 
-            for (var j = 0; j < columns; j++)
+            total += QuadraticForm(delta, hessian, columns);
+        }
+
+        return total;
+    }
+
+    /// <summary>d^T H d for a symmetric n x n H, skipping the zeros of d (most of them after exact rounding).</summary>
+    internal static double QuadraticForm(ReadOnlySpan<double> delta, double[] hessian, int n)
+    {
+        double total = 0;
+        for (var a = 0; a < n; a++)
+        {
+            if (delta[a] == 0)
             {
-                if (delta[j] == 0)
-                {
-                    continue;
-                }
-
-                double s = 0;
-                for (var k = 0; k < columns; k++)
-                {
-                    s += hessian[(j * columns) + k] * delta[k];
-                }
-
-                total += delta[j] * s;
+                continue;
             }
+
+            double sum = 0;
+            for (var b = 0; b < n; b++)
+            {
+                sum += hessian[(a * n) + b] * delta[b];
+            }
+
+            total += delta[a] * sum;
         }
 
         return total;

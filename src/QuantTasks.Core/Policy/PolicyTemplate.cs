@@ -59,7 +59,7 @@ internal static class PolicyTemplate
         Line("  #   - match: \"conv1.*\"");
         Line("  #     bits: 8");
         Line("  search: dp                         # dp (exact) | greedy (HAWQ-V1 order)");
-        Line("  omega: sensitivity                 # sensitivity x squared error (HAWQ) | hessian-diagonal | measured (loss increase)");
+        Line("  omega: sensitivity                 # sensitivity x squared error (HAWQ) | hessian-diagonal | measured (loss increase) | output-error (layer outputs, label-free)");
         Line("  compensation: none                 # none | gptq (second-order compensated rounding, label-free; needs data.calibration)");
         Line("  gptq:                              # for compensation: gptq");
         Line(Invariant($"    dampening: {PolicyDefaults.GptqDampening}").PadRight(37) + "#   fraction of the mean Hessian diagonal added to it");

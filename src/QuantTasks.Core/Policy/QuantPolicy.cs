@@ -228,6 +228,12 @@ internal enum OmegaKind
     /// forward pass over the samples per candidate, no second-order approximation and no estimator noise.
     /// </summary>
     Measured,
+
+    /// <summary>
+    /// The layer's output error on the calibration activations, tr((W - Q) H (W - Q)^T) with H = X X^T: what
+    /// compensated rounding minimises, label-free, from the same layer Hessians.
+    /// </summary>
+    OutputError,
 }
 
 /// <summary>How the bit search allocates bits.</summary>

@@ -182,8 +182,11 @@ internal static class MixedPrecisionSearch
                     {
                         cancellation.ThrowIfCancellationRequested();
                         var quantized = Candidate(plan, prepared, bits, settings, values[t], mask, CompensationOf(t));
+                        var layer = options.Omega == OmegaKind.OutputError ? inputs.LayerHessians?.GetValueOrDefault(plan.Weight.Name) : null;
                         var omega = options.Omega == OmegaKind.Measured
                             ? Math.Max(0, inputs.MeasureLoss!(plan.Weight.Name, quantized.Dequantize()))
+                            : layer is not null
+                            ? layer.OutputError(values[t], quantized.Dequantize())
                             : importance is null
                             ? analysed[t].Sensitivity * TensorQuantizer.SquaredError(quantized, values[t])
                             : TensorQuantizer.WeightedSquaredError(quantized, values[t], importance);

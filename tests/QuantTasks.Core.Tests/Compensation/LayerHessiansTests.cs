@@ -79,6 +79,7 @@ public sealed class LayerHessiansTests : IDisposable
 
             var before = Energy(hessians[weight.Name], values, plain.Dequantize());
             var after = Energy(hessians[weight.Name], values, compensated.Dequantize());
+            Assert.Equal(before, hessians[weight.Name].OutputError(values, plain.Dequantize()), before * 1e-9);
             Assert.True(after <= before * (1 + 1e-6), $"{weight.Name}: compensated {after}, plain {before}");
             Assert.Equal(plain.Parameters, compensated.Parameters);
             if (mask is not null)

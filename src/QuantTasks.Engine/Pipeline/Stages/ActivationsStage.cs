@@ -5,7 +5,7 @@ using QuantTasks.Policy;
 namespace QuantTasks.Engine.Pipeline.Stages;
 
 /// <summary>
-/// For <c>quantization.compensation: gptq</c>: every compensated layer's input Hessian X X^T, from the float
+/// For <c>quantization.compensation: gptq</c> and <c>omega: output-error</c>: every quantized layer's input Hessian X X^T, from the float
 /// model's activations on the first calibration samples (ONNX Runtime, streamed batch by batch). Label-free.
 /// </summary>
 internal sealed class ActivationsStage : PipelineStage
@@ -24,15 +24,18 @@ internal sealed class ActivationsStage : PipelineStage
     public override void Run(ModelJob job, StageContext context)
     {
         var quantization = job.Policy.Quantization;
-        if (quantization.Compensation == CompensationKind.None)
+        if (quantization.Compensation == CompensationKind.None && quantization.Omega != OmegaKind.OutputError)
         {
             job.LayerHessians = null;
             return;
         }
 
+        var (key, what) = quantization.Compensation == CompensationKind.None
+            ? ("omega", "quantization.omega is output-error")
+            : ("compensation", "quantization.compensation is gptq");
         var calibration = job.Calibration ?? throw new QuantException(ErrorCode.PolicyMissingKey,
-            "quantization.compensation is gptq, which measures each layer's inputs on calibration samples: add data.calibration (an .npz file; labels are not needed), or set compensation: none.",
-            job.Loaded.Locate("/quantization/compensation"));
+            $"{what}, which measures each layer's inputs on calibration samples: add data.calibration (an .npz file; labels are not needed), or turn it off.",
+            job.Loaded.Locate("/quantization/" + key));
         var weights = job.Plans.Where(p => p.Quantized).Select(p => p.Weight).ToArray();
         job.LayerHessians = LayerHessians.Compute(job.Model, weights, calibration, quantization.Gptq.Samples, cancellation: context.Cancellation);
     }

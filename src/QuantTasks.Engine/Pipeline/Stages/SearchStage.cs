@@ -22,7 +22,7 @@ internal sealed class SearchStage : PipelineStage
         {
             job.Search = MixedPrecisionSearch.Choose(job.Plans, job.Values,
                 new SearchInputs(policy.Quantization, policy.Pruning, policy.Encoding.Entropy == EntropyCoding.Huffman, job.Sensitivities, MeasuredLossFor(job),
-                    job.LayerHessians, job.LayerHessians is null ? null : ActivationsStage.Options(policy.Quantization.Gptq)),
+                    job.LayerHessians, policy.Quantization.Compensation == CompensationKind.Gptq ? ActivationsStage.Options(policy.Quantization.Gptq) : null),
                 context.Progress, cancellation: context.Cancellation);
         }
         catch (QuantException e) when (e.Location is null && e.Code is ErrorCode.BudgetInfeasible or ErrorCode.QuantizerNeedsHessian)
