@@ -152,6 +152,47 @@ public sealed class QuantizationPipelineTests : IDisposable
         Assert.Contains("activations", compensated.Stages!.Keys);
     }
 
+    /// <summary>
+    /// A ResNet whose BatchNorm the exporter folded into its convolutions (per-channel scales far apart), at 8x with
+    /// uniform per-channel levels compensated by GPTQ, the layer Hessians from unlabelled calibration digits.
+    /// Measured: 94.60% float, -0.05 pp with compensation, 0.90 pp without, 2.30 pp with the per-tensor ECSQ policy
+    /// that suits LeNet.
+    /// </summary>
+    [Fact]
+    public void A_batchnorm_folded_resnet_at_8x_loses_at_most_a_point_with_compensation()
+    {
+        _folder.Copy(Fixtures.Model("resnet-bn.onnx"));
+        _folder.Copy(Fixtures.Data("digits-calibration.npz"), "calibration.npz");
+        File.WriteAllText(_folder.File("quant.yaml"), """
+            version: 1
+            models:
+              - path: resnet-bn.onnx
+                name: ResNet
+            data:
+              calibration: calibration.npz
+              evaluation: test.npz
+            sensitivity:
+              method: none
+            quantization:
+              method: uniform
+              granularity: per-channel
+              bits: [2, 3, 4, 5, 6, 8]
+              compensation: gptq
+              budget:
+                compression_ratio: 8
+            accuracy:
+              max_drop: 1
+            """);
+
+        var result = new QuantizationPipeline().Run(PolicyLoader.Load(_folder.File("quant.yaml")), new PipelineOptions(_folder.File("out"), "Tests"));
+
+        var model = Assert.Single(result.Models).Report;
+        Assert.True(model.CompressionRatio >= 8, $"{model.CompressionRatio:0.00}x");
+        Assert.Equal(94.60, model.Accuracy!.Baseline, 2);
+        Assert.True(model.Accuracy.Drop <= 1, $"lost {model.Accuracy.Drop:0.00} pp");
+        Assert.Empty(result.GateFailures);
+    }
+
     [Fact]
     public void The_same_inputs_give_byte_identical_blobs_and_code()
     {
