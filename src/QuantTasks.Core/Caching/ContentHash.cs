@@ -19,10 +19,7 @@ internal sealed class ContentHash
     /// <summary>Adds labelled bytes.</summary>
     public ContentHash Add(string label, ReadOnlySpan<byte> bytes)
     {
-        Span<byte> length = stackalloc byte[8];
-        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(length, bytes.Length);
-        _hash.AppendData(Encoding.UTF8.GetBytes(label + "\0"));
-        _hash.AppendData(length);
+        AddPrefix(label, bytes.Length);
         _hash.AppendData(bytes);
         return this;
     }
@@ -41,10 +38,7 @@ internal sealed class ContentHash
 
         using var stream = InputFile.OpenRead(path, "input file");
         var length = stream.Length;
-        Span<byte> prefix = stackalloc byte[8];
-        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(prefix, length);
-        _hash.AppendData(Encoding.UTF8.GetBytes(label + "\0"));
-        _hash.AppendData(prefix);
+        AddPrefix(label, length);
         var buffer = new byte[Math.Min(length, 1 << 20)];
         for (var remaining = length; remaining > 0;)
         {
@@ -59,6 +53,15 @@ internal sealed class ContentHash
         }
 
         return this;
+    }
+
+    // The label, NUL, then the content's length: what keeps "ab"+"c" and "a"+"bc" apart.
+    private void AddPrefix(string label, long length)
+    {
+        Span<byte> prefix = stackalloc byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(prefix, length);
+        _hash.AppendData(Encoding.UTF8.GetBytes(label + "\0"));
+        _hash.AppendData(prefix);
     }
 
     /// <summary>The 32-byte digest.</summary>

@@ -10,7 +10,8 @@ namespace QuantTasks.Compensation;
 /// Pruned weights are rounded to the exact zero level, so pruning is compensated as well. The result has the same
 /// levels and shape, so the coder sizes it as any other quantized tensor. Column-by-column rounding is greedy: on a
 /// coarse grid of fixed levels it can end above plain rounding, so the layer's output error of both is measured
-/// and the smaller one is kept; compensation never makes a layer worse.
+/// and the smaller one is kept; compensation never makes a layer worse. A layer whose Hessian stays singular
+/// (<c>gptq.dampening: 0</c> with collinear inputs) keeps plain rounding too.
 /// </summary>
 internal static class Compensator
 {
@@ -53,7 +54,18 @@ internal static class Compensator
                 return mask is not null && mask[Index(firstRow + row, column)] ? grid.Zero() : grid.Nearest(value);
             }
 
-            var result = OptimalBrainCompensation.Run(weights, perGroup, columns, hessian.PerGroup[g], Round, options);
+            OptimalBrainCompensation.Result result;
+            try
+            {
+                result = OptimalBrainCompensation.Run(weights, perGroup, columns, hessian.PerGroup[g], Round, options);
+            }
+            catch (NotPositiveDefiniteException)
+            {
+                // A singular Hessian (no dampening, collinear inputs) gives nothing to compensate with: the layer
+                // keeps plain rounding, as when compensation would make it worse.
+                return quantized;
+            }
+
             var plain = new float[weights.Length];
             for (var r = 0; r < perGroup; r++)
             {

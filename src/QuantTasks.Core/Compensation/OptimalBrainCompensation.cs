@@ -231,9 +231,9 @@ internal static class OptimalBrainCompensation
 
                 if (i == j)
                 {
-                    if (sum <= 0)
+                    if (!(sum > 0))
                     {
-                        throw new InvalidOperationException("The layer Hessian is not positive definite after dampening.");
+                        throw new NotPositiveDefiniteException();
                     }
 
                     l[(i * n) + i] = Math.Sqrt(sum);
@@ -284,6 +284,18 @@ internal static class OptimalBrainCompensation
         }
 
         return inverse;
+    }
+}
+
+/// <summary>
+/// The layer Hessian is singular even after dampening (collinear inputs with <c>gptq.dampening: 0</c>, or more inputs
+/// than calibration vectors), so the compensation has no inverse to work with.
+/// </summary>
+internal sealed class NotPositiveDefiniteException : ArithmeticException
+{
+    public NotPositiveDefiniteException()
+        : base("The layer Hessian is not positive definite after dampening.")
+    {
     }
 }
 

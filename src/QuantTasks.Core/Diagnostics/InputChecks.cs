@@ -10,6 +10,21 @@ namespace QuantTasks.Diagnostics;
 /// </summary>
 internal static class InputChecks
 {
+    /// <summary>
+    /// What must hold before the Hessian engine sees a model: ONNX Runtime loads it and runs it on the first
+    /// calibration sample (libtorch aborts the process on some shape errors instead of raising one), the samples
+    /// are finite, and the labels name classes of the model.
+    /// </summary>
+    public static void RequireRunnable(byte[] model, DataFile? calibration, string? output, string modelPath)
+    {
+        var probe = Evaluation.ModelEvaluator.Check(model, calibration, output, modelPath);
+        if (calibration is not null)
+        {
+            RequireFinite(calibration);
+            RequireLabelsInRange(calibration, probe!.Classes);
+        }
+    }
+
     /// <summary>Every weight of a tensor is finite.</summary>
     /// <exception cref="QuantException"><see cref="ErrorCode.NonFiniteValues"/> naming the tensor and the first bad element.</exception>
     public static void RequireFinite(ReadOnlySpan<float> values, string tensor, string modelPath)

@@ -76,37 +76,15 @@ internal static class ModelEvaluator
 
         var results = new List<float>();
         var classes = 0;
-        using var runOptions = new RunOptions();
-        for (var start = 0; start < samples; start += BatchSize)
+        RunBatches(session, arrays, samples, BatchSize, [output], modelPath, data.Path, (count, outputs) =>
         {
-            var count = Math.Min(BatchSize, samples - start);
-            var values = new List<OrtValue>();
-            try
+            var span = outputs[0].GetTensorDataAsSpan<float>();
+            classes = span.Length / count;
+            foreach (var v in span)
             {
-                foreach (var array in arrays)
-                {
-                    var perSample = (int)(array.Length / array.Rows);
-                    var shape = array.Shape.ToArray();
-                    shape[0] = count;
-                    values.Add(OrtValue.CreateTensorValueFromMemory(array.Floats!.AsSpan(start * perSample, count * perSample).ToArray(), shape));
-                }
-
-                using var outputs = RunSession(session, runOptions, inputNames, values, output, modelPath, data.Path);
-                var span = outputs[0].GetTensorDataAsSpan<float>();
-                classes = span.Length / count;
-                foreach (var v in span)
-                {
-                    results.Add(v);
-                }
+                results.Add(v);
             }
-            finally
-            {
-                foreach (var value in values)
-                {
-                    value.Dispose();
-                }
-            }
-        }
+        }, CancellationToken.None);
 
         return new ModelOutputs(results.ToArray(), samples, classes);
     }
@@ -152,11 +130,11 @@ internal static class ModelEvaluator
     }
 
     private static IDisposableReadOnlyCollection<OrtValue> RunSession(InferenceSession session, RunOptions runOptions,
-        IReadOnlyCollection<string> inputNames, IReadOnlyCollection<OrtValue> values, string output, string modelPath, string dataPath)
+        IReadOnlyCollection<string> inputNames, IReadOnlyCollection<OrtValue> values, IReadOnlyList<string> outputs, string modelPath, string dataPath)
     {
         try
         {
-            return session.Run(runOptions, inputNames, values, [output]);
+            return session.Run(runOptions, inputNames, values, outputs);
         }
         catch (OnnxRuntimeException e)
         {
@@ -189,11 +167,30 @@ internal static class ModelEvaluator
         }
 
         var total = (int)Math.Min(samples, arrays.Min(a => a.Rows));
+        RunBatches(session, arrays, total, batchSize, outputs, modelPath, data.Path, (_, results) =>
+        {
+            var batch = new Dictionary<string, (float[], long[])>(StringComparer.Ordinal);
+            for (var i = 0; i < outputs.Count; i++)
+            {
+                batch[outputs[i]] = (results[i].GetTensorDataAsSpan<float>().ToArray(), results[i].GetTensorTypeAndShape().Shape);
+            }
+
+            onBatch(batch);
+        }, cancellation);
+    }
+
+    /// <summary>
+    /// The first <paramref name="samples"/> samples through the session in batches; <paramref name="onBatch"/> gets
+    /// each batch's size and the values of <paramref name="outputs"/>, which are disposed after it returns.
+    /// </summary>
+    private static void RunBatches(InferenceSession session, NpyArray[] arrays, int samples, int batchSize, IReadOnlyList<string> outputs,
+        string modelPath, string dataPath, Action<int, IDisposableReadOnlyCollection<OrtValue>> onBatch, CancellationToken cancellation)
+    {
         using var runOptions = new RunOptions();
-        for (var start = 0; start < total; start += batchSize)
+        for (var start = 0; start < samples; start += batchSize)
         {
             cancellation.ThrowIfCancellationRequested();
-            var count = Math.Min(batchSize, total - start);
+            var count = Math.Min(batchSize, samples - start);
             var values = new List<OrtValue>();
             try
             {
@@ -205,19 +202,8 @@ internal static class ModelEvaluator
                     values.Add(OrtValue.CreateTensorValueFromMemory(array.Floats!.AsSpan(start * perSample, count * perSample).ToArray(), shape));
                 }
 
-                using var results = session.Run(runOptions, inputNames, values, outputs);
-                var batch = new Dictionary<string, (float[], long[])>(StringComparer.Ordinal);
-                for (var i = 0; i < outputs.Count; i++)
-                {
-                    batch[outputs[i]] = (results[i].GetTensorDataAsSpan<float>().ToArray(), results[i].GetTensorTypeAndShape().Shape);
-                }
-
-                onBatch(batch);
-            }
-            catch (OnnxRuntimeException e)
-            {
-                throw new QuantException(ErrorCode.OnnxInvalidModel,
-                    $"ONNX Runtime cannot run model '{modelPath}' on '{data.Path}': {OneLine(e.Message)}.", new SourceLocation(modelPath), e);
+                using var results = RunSession(session, runOptions, session.InputNames, values, outputs, modelPath, dataPath);
+                onBatch(count, results);
             }
             finally
             {

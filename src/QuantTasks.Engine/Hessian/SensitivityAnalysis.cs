@@ -4,7 +4,6 @@ using System.Text.Json.Serialization;
 using QuantTasks.Data;
 using QuantTasks.Diagnostics;
 using QuantTasks.Engine.Graph;
-using QuantTasks.Evaluation;
 using QuantTasks.Engine.Native;
 using QuantTasks.Onnx;
 using QuantTasks.Policy;
@@ -92,11 +91,8 @@ internal static class SensitivityAnalysis
         var weights = WeightCatalog.Find(model);
         var data = DataFile.Load(dataPath);
 
-        // As in the pipeline's plan stage: ONNX Runtime judges the graph and one sample before libtorch sees them,
-        // since libtorch aborts the process on some shape errors instead of raising one.
-        var probe = ModelEvaluator.Check(model.ToBytes(), data, options.Output, modelPath)!;
-        InputChecks.RequireFinite(data);
-        InputChecks.RequireLabelsInRange(data, probe.Classes);
+        // As in the pipeline's plan stage.
+        InputChecks.RequireRunnable(model.ToBytes(), data, options.Output, modelPath);
         foreach (var weight in weights)
         {
             InputChecks.RequireFinite(model.ReadFloats(model.FindTensor(weight.Name)!), weight.Name, modelPath);

@@ -3,19 +3,12 @@ using System.Globalization;
 using System.Text.Json;
 using QuantTasks.Blob;
 using QuantTasks.Caching;
-using QuantTasks.CodeGeneration;
-using QuantTasks.Data;
 using QuantTasks.Diagnostics;
 using QuantTasks.Engine.Pipeline.Stages;
-using QuantTasks.Evaluation;
-using QuantTasks.Onnx;
 using QuantTasks.Policy;
 using QuantTasks.Progress;
 using QuantTasks.Quantization;
 using QuantTasks.Reporting;
-using QuantTasks.Runtime;
-using QuantTasks.Search;
-using QuantTasks.Weights;
 
 namespace QuantTasks.Engine.Pipeline;
 

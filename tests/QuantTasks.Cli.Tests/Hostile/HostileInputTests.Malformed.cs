@@ -209,6 +209,20 @@ public sealed partial class HostileInputTests
         AssertBadInput(Run("decode", "good/Digits.qtblob", "--out", "file/x.onnx"), "QT1004");
     }
 
+    [Fact]
+    public void Compensation_without_dampening_on_a_singular_layer_hessian_keeps_plain_rounding()
+    {
+        // 16 calibration digits for 784 inputs: every layer Hessian of the MLP's first layer is singular.
+        WritePolicy("mlp.onnx");
+        File.WriteAllText(_folder.File("quant.yaml"), File.ReadAllText(_folder.File("quant.yaml"))
+            .Replace("  bits: [4]", "  bits: [4]\n  compensation: gptq\n  gptq:\n    dampening: 0\n    samples: 16", StringComparison.Ordinal));
+
+        var (exit, _, stderr) = Run("quantize", "--out", "out");
+
+        Assert.True(exit == 0, stderr);
+        Assert.True(File.Exists(_folder.File("out/Digits.qtblob")));
+    }
+
     // ---- 8. nothing left behind by a failed run ----
 
     [Fact]

@@ -59,6 +59,17 @@ public sealed class OptimalBrainCompensationTests
     }
 
     [Fact]
+    public void A_singular_hessian_without_dampening_is_reported_as_such()
+    {
+        // Two identical inputs: H is singular, and with no dampening there is no inverse.
+        var hessian = new double[] { 1, 1, 1, 1 };
+        var weights = new float[] { 0.3f, -0.2f };
+
+        Assert.Throws<NotPositiveDefiniteException>(() =>
+            OptimalBrainCompensation.Run(weights, 1, 2, hessian, Grid(weights, 1, 2, 2), new CompensationOptions(Dampening: 0)));
+    }
+
+    [Fact]
     public void Symbols_name_the_values_the_grid_gave()
     {
         var (weights, hessian) = RandomLayer(4, 9, 5, deadColumn: -1);

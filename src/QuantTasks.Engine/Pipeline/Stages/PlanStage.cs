@@ -1,6 +1,5 @@
 using QuantTasks.Data;
 using QuantTasks.Diagnostics;
-using QuantTasks.Evaluation;
 using QuantTasks.Search;
 using QuantTasks.Weights;
 
@@ -18,15 +17,9 @@ internal sealed class PlanStage : PipelineStage
 
     public override void Run(ModelJob job, StageContext context)
     {
-        // ONNX Runtime judges the graph first (and runs it on a calibration sample): no graph it rejects, and no
-        // shape that does not fit, may reach the Hessian engine, where libtorch would abort the process.
+        // No graph ONNX Runtime rejects, and no shape that does not fit, may reach the Hessian engine.
         job.Calibration = job.Policy.Data.Calibration is { } calibration ? DataFile.Load(job.Loaded.Resolve(calibration)) : null;
-        var probe = ModelEvaluator.Check(job.Model.ToBytes(), job.Calibration, job.Options.Output, job.ModelPath);
-        if (job.Calibration is not null)
-        {
-            InputChecks.RequireFinite(job.Calibration);
-            InputChecks.RequireLabelsInRange(job.Calibration, probe!.Classes);
-        }
+        InputChecks.RequireRunnable(job.Model.ToBytes(), job.Calibration, job.Options.Output, job.ModelPath);
 
         job.Weights = WeightCatalog.Find(job.Model);
         job.Values = job.Weights.Select(w => job.Model.ReadFloats(job.Model.FindTensor(w.Name)!)).ToArray();
