@@ -7,11 +7,14 @@ namespace QuantTasks.Compensation;
 /// Turns a quantizer's result into its compensated form: the levels (uniform scale and offset, k-means or ECSQ
 /// codebooks) stay as the quantizer chose them, and every weight's symbol is chosen again, one input column at a
 /// time, with the rounding errors spread over the columns not yet rounded (<see cref="OptimalBrainCompensation"/>).
-/// Pruned weights are rounded to the exact zero level, so pruning is compensated as well. The result has the same
-/// levels and shape, so the coder sizes it as any other quantized tensor. Column-by-column rounding is greedy: on a
-/// coarse grid of fixed levels it can end above plain rounding, so the layer's output error of both is measured
-/// and the smaller one is kept; compensation never makes a layer worse. A layer whose Hessian stays singular
-/// (<c>gptq.dampening: 0</c> with collinear inputs) keeps plain rounding too.
+/// A quantizer that priced code length (iterative ECSQ) has its symbols re-chosen at the same price, translated
+/// into the layer's units. Pruned weights are rounded to the exact zero level; with <see cref="MaskSelection.Saliency"/>
+/// the pruned weights themselves are chosen during compensation (SparseGPT), as many as the magnitude mask had.
+/// The result has the same levels and shape, so the coder sizes it as any other quantized tensor. Column-by-column
+/// rounding is greedy: on a coarse grid of fixed levels it can end above plain rounding, so the objective of both
+/// (output error, plus the rate term where there is one) is measured and the smaller one is kept; compensation
+/// never makes a layer worse. A layer whose Hessian stays singular (<c>gptq.dampening: 0</c> with collinear inputs)
+/// keeps plain rounding too.
 /// </summary>
 internal static class Compensator
 {
@@ -20,44 +23,65 @@ internal static class Compensator
     /// <param name="original">The float weights before pruning.</param>
     /// <param name="mask">Pruned weights (true), or null.</param>
     /// <param name="hessian">The layer's Hessian.</param>
-    /// <param name="options">Dampening, order, blocks.</param>
-    public static QuantizedTensor Apply(QuantizedTensor quantized, float[] original, bool[]? mask, LayerHessian hessian, CompensationOptions options)
+    /// <param name="options">Dampening, order, blocks, mask selection.</param>
+    /// <param name="rate">The quantizer's price of code length, or null.</param>
+    public static QuantizedTensor Apply(QuantizedTensor quantized, float[] original, bool[]? mask, LayerHessian hessian, CompensationOptions options,
+        RatePrice? rate = null)
     {
         ArgumentNullException.ThrowIfNull(quantized);
         ArgumentNullException.ThrowIfNull(original);
         ArgumentNullException.ThrowIfNull(hessian);
+        ArgumentNullException.ThrowIfNull(options);
         var levels = 1 << quantized.Bits;
         var table = Dequantizer.LevelTable(quantized.Kind, quantized.Channels, levels, quantized.ParameterBytes());
-        var channels = Enumerable.Range(0, quantized.Channels).Select(c => new ChannelGrid(table, c * levels, levels)).ToArray();
+        var lengths = rate is null ? null : CodeLengths(quantized, levels);
+        var channels = Enumerable.Range(0, quantized.Channels)
+            .Select(c => new ChannelGrid(table, c * levels, levels, lengths?[c]))
+            .ToArray();
         var perGroup = hessian.Rows / hessian.Groups;
         var columns = hessian.Columns;
         var symbols = new byte[original.Length];
-        double compensatedError = 0, plainError = 0;
+        double compensatedObjective = 0, plainObjective = 0;
         var plainValues = quantized.Dequantize();
         int Index(int row, int column) => hessian.Transposed ? (column * hessian.Rows) + row : (row * columns) + column;
+        ChannelGrid GridOf(int row) => channels[quantized.ChannelAxis < 0 ? 0 : row];
 
         for (var g = 0; g < hessian.Groups; g++)
         {
             var firstRow = g * perGroup;
+            var h = hessian.PerGroup[g];
             var weights = new float[perGroup * columns];
+            var localMask = mask is null ? null : new bool[weights.Length];
             for (var r = 0; r < perGroup; r++)
             {
                 for (var j = 0; j < columns; j++)
                 {
                     weights[(r * columns) + j] = original[Index(firstRow + r, j)];
+                    if (localMask is not null)
+                    {
+                        localMask[(r * columns) + j] = mask![Index(firstRow + r, j)];
+                    }
                 }
             }
 
-            (float, byte) Round(int row, int column, double value)
+            // The price of a bit of weight (r, j) in the layer's units: lambda' is priced against h (w - c)^2, and
+            // an isolated error of that weight costs H_jj per unit of squared error in the output.
+            double Price(int row, int column) => rate is null
+                ? 0
+                : rate.ChannelRateWeight[quantized.ChannelAxis < 0 ? 0 : firstRow + row] * h[(column * columns) + column]
+                    / (rate.ElementWeights is { } e ? e[Index(firstRow + row, column)] : 1f);
+
+            (float, byte) Round(int row, int column, double value, double errorWeight, bool pruned)
             {
-                var grid = channels[quantized.ChannelAxis < 0 ? 0 : firstRow + row];
-                return mask is not null && mask[Index(firstRow + row, column)] ? grid.Zero() : grid.Nearest(value);
+                var grid = GridOf(firstRow + row);
+                return pruned ? grid.Zero() : grid.Best(value, errorWeight, Price(row, column));
             }
 
+            var pruning = Pruning(localMask, perGroup, columns, options, r => GridOf(firstRow + r).HasZero);
             OptimalBrainCompensation.Result result;
             try
             {
-                result = OptimalBrainCompensation.Run(weights, perGroup, columns, hessian.PerGroup[g], Round, options);
+                result = OptimalBrainCompensation.Run(weights, perGroup, hessian.Factor(g, options), Round, pruning, options.BlockSize);
             }
             catch (NotPositiveDefiniteException)
             {
@@ -67,20 +91,29 @@ internal static class Compensator
             }
 
             var plain = new float[weights.Length];
+            double compensatedRate = 0, plainRate = 0;
             for (var r = 0; r < perGroup; r++)
             {
+                var grid = GridOf(firstRow + r);
                 for (var j = 0; j < columns; j++)
                 {
-                    symbols[Index(firstRow + r, j)] = result.Symbols[(r * columns) + j];
-                    plain[(r * columns) + j] = plainValues[Index(firstRow + r, j)];
+                    var index = Index(firstRow + r, j);
+                    symbols[index] = result.Symbols[(r * columns) + j];
+                    plain[(r * columns) + j] = plainValues[index];
+                    if (rate is not null)
+                    {
+                        var price = Price(r, j);
+                        compensatedRate += price * grid.Length(symbols[index]);
+                        plainRate += price * grid.Length(quantized.Symbols[index]);
+                    }
                 }
             }
 
-            compensatedError += OptimalBrainCompensation.OutputError(weights, result.Values, perGroup, columns, hessian.PerGroup[g]);
-            plainError += OptimalBrainCompensation.OutputError(weights, plain, perGroup, columns, hessian.PerGroup[g]);
+            compensatedObjective += OptimalBrainCompensation.OutputError(weights, result.Values, perGroup, columns, h) + compensatedRate;
+            plainObjective += OptimalBrainCompensation.OutputError(weights, plain, perGroup, columns, h) + plainRate;
         }
 
-        if (compensatedError > plainError)
+        if (compensatedObjective > plainObjective)
         {
             return quantized;
         }
@@ -89,49 +122,139 @@ internal static class Compensator
             quantized.Parameters, symbols, quantized.Method);
     }
 
+    // Magnitude keeps the quantizer's mask; saliency prunes as many weights, chosen as the columns are reached, in
+    // the rows whose grid holds an exact zero.
+    private static LayerPruning Pruning(bool[]? mask, int rows, int columns, CompensationOptions options, Func<int, bool> hasZero)
+    {
+        if (mask is null)
+        {
+            return LayerPruning.None;
+        }
+
+        if (options.Mask == MaskSelection.Magnitude)
+        {
+            return LayerPruning.Fixed(mask);
+        }
+
+        var prunable = Enumerable.Range(0, rows).Count(hasZero);
+        var count = mask.Count(m => m);
+        return prunable == 0 || count == 0
+            ? LayerPruning.Fixed(mask)
+            : LayerPruning.BySaliency(Math.Min(1, count / ((double)prunable * columns)), hasZero);
+    }
+
+    // -log2 of each symbol's frequency in its channel, as the plain result has them (the entropy coder's lengths,
+    // up to Huffman's rounding); a symbol the channel never uses costs infinitely many bits.
+    private static double[][] CodeLengths(QuantizedTensor quantized, int levels)
+    {
+        var counts = new long[quantized.Channels][];
+        for (var c = 0; c < counts.Length; c++)
+        {
+            counts[c] = new long[levels];
+        }
+
+        foreach (var (start, end, c) in ChannelLayout.Runs(quantized.Symbols.Length, quantized.Channels, quantized.Inner))
+        {
+            for (var i = start; i < end; i++)
+            {
+                counts[c][quantized.Symbols[i]]++;
+            }
+        }
+
+        return counts.Select(channel =>
+        {
+            var total = (double)channel.Sum();
+            return channel.Select(n => n == 0 ? double.PositiveInfinity : -Math.Log2(n / total)).ToArray();
+        }).ToArray();
+    }
+
     /// <summary>One channel's levels, sorted, for nearest-level lookups by binary search.</summary>
     private sealed class ChannelGrid
     {
         private readonly float[] _values;
         private readonly byte[] _symbols;
+        private readonly double[]? _lengths;
+        private readonly double[]? _lengthOfSymbol;
 
-        public ChannelGrid(float[] table, int start, int levels)
+        public ChannelGrid(float[] table, int start, int levels, double[]? lengthOfSymbol)
         {
             var order = Enumerable.Range(0, levels).OrderBy(q => table[start + q]).ThenBy(q => q).ToArray();
             _values = order.Select(q => table[start + q]).ToArray();
             _symbols = order.Select(q => (byte)q).ToArray();
+            _lengthOfSymbol = lengthOfSymbol;
+            _lengths = lengthOfSymbol is null ? null : order.Select(q => lengthOfSymbol[q]).ToArray();
+            HasZero = Array.IndexOf(_values, 0f) >= 0;
         }
 
-        public (float Value, byte Symbol) Nearest(double value)
+        /// <summary>Whether the grid holds an exact zero (pruning can use this channel).</summary>
+        public bool HasZero { get; }
+
+        /// <summary>The code length of a symbol, in bits (0 without a rate term).</summary>
+        public double Length(byte symbol) => _lengthOfSymbol is null ? 0 : _lengthOfSymbol[symbol];
+
+        /// <summary>
+        /// The level minimising errorWeight (value - level)^2 + price x length: the nearest one when there is no
+        /// price; otherwise the search walks out from the nearest level while the distortion alone stays below the
+        /// best total (distortion only grows with distance).
+        /// </summary>
+        public (float Value, byte Symbol) Best(double value, double errorWeight, double price)
         {
-            var index = Array.BinarySearch(_values, (float)value);
-            if (index >= 0)
+            var nearest = Nearest(value);
+            if (_lengths is null || price <= 0)
             {
-                return (_values[index], _symbols[index]);
+                return (_values[nearest], _symbols[nearest]);
             }
 
-            var above = ~index;
-            if (above == 0)
+            double Cost(int k) => (errorWeight * (value - _values[k]) * (value - _values[k])) + (price * _lengths[k]);
+            var best = nearest;
+            var bestCost = Cost(nearest);
+            for (var k = nearest - 1; k >= 0 && errorWeight * (value - _values[k]) * (value - _values[k]) < bestCost; k--)
             {
-                return (_values[0], _symbols[0]);
+                if (Cost(k) < bestCost)
+                {
+                    (best, bestCost) = (k, Cost(k));
+                }
             }
 
-            if (above == _values.Length)
+            for (var k = nearest + 1; k < _values.Length && errorWeight * (value - _values[k]) * (value - _values[k]) < bestCost; k++)
             {
-                return (_values[^1], _symbols[^1]);
+                if (Cost(k) < bestCost)
+                {
+                    (best, bestCost) = (k, Cost(k));
+                }
             }
 
-            // Ties go to the lower level, as the quantizers' own rounding does.
-            return value - _values[above - 1] <= _values[above] - value
-                ? (_values[above - 1], _symbols[above - 1])
-                : (_values[above], _symbols[above]);
+            return (_values[best], _symbols[best]);
         }
 
         // The exact zero level that pruned weights keep (quantizers add one whenever a tensor is pruned).
         public (float Value, byte Symbol) Zero()
         {
             var index = Array.IndexOf(_values, 0f);
-            return index >= 0 ? (0f, _symbols[index]) : Nearest(0);
+            return index >= 0 ? (0f, _symbols[index]) : Best(0, 1, 0);
+        }
+
+        private int Nearest(double value)
+        {
+            var index = Array.BinarySearch(_values, (float)value);
+            if (index >= 0)
+            {
+                return index;
+            }
+
+            var above = ~index;
+            if (above == 0)
+            {
+                return 0;
+            }
+
+            if (above == _values.Length)
+            {
+                return _values.Length - 1;
+            }
+
+            // Ties go to the lower level, as the quantizers' own rounding does.
+            return value - _values[above - 1] <= _values[above] - value ? above - 1 : above;
         }
     }
 }

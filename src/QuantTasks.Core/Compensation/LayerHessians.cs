@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Google.Protobuf;
 using QuantTasks.Data;
 using QuantTasks.Evaluation;
@@ -22,6 +23,18 @@ namespace QuantTasks.Compensation;
 /// <param name="Vectors">How many input vectors were accumulated.</param>
 internal sealed record LayerHessian(string Weight, int Rows, int Columns, int Groups, bool Transposed, double[][] PerGroup, long Vectors)
 {
+    // One factorisation per group and setting, shared by every candidate of the search (the O(n^3) part).
+    private readonly ConcurrentDictionary<(int Group, double Dampening, ColumnOrder Order), Lazy<LayerFactor>> _factors = new();
+
+    /// <summary>The factorisation of group <paramref name="group"/> for <paramref name="options"/>, computed once.</summary>
+    /// <exception cref="NotPositiveDefiniteException">H stays singular after dampening.</exception>
+    public LayerFactor Factor(int group, CompensationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return _factors.GetOrAdd((group, options.Dampening, options.Order),
+            key => new Lazy<LayerFactor>(() => OptimalBrainCompensation.Factorize(PerGroup[key.Group], Columns, options))).Value;
+    }
+
     /// <summary>The layer's output error sum_r (w_r - q_r)^T H (w_r - q_r), with both tensors in their stored layout.</summary>
     public double OutputError(ReadOnlySpan<float> original, ReadOnlySpan<float> rounded)
     {
@@ -51,8 +64,15 @@ internal static class LayerHessians
     /// Every weight consumed as the weight input of a Gemm, MatMul (2-D) or Conv gets its H; other weights are left
     /// out (they are rounded without compensation). The float model's activations are used, streamed batch by batch.
     /// </summary>
+    /// <param name="model">The float model.</param>
+    /// <param name="weights">The weights whose layers are measured.</param>
+    /// <param name="data">Calibration samples (no labels needed).</param>
+    /// <param name="samples">How many of them.</param>
+    /// <param name="batchSize">Samples per ONNX Runtime run.</param>
+    /// <param name="replaced">Float32 tensors whose values are replaced first (the quantized layers before, for sequential compensation), or null.</param>
+    /// <param name="cancellation">Stops between batches.</param>
     public static IReadOnlyDictionary<string, LayerHessian> Compute(OnnxModel model, IReadOnlyList<WeightTensor> weights, DataFile data,
-        int samples, int batchSize = 32, CancellationToken cancellation = default)
+        int samples, int batchSize = 32, IReadOnlyDictionary<string, float[]>? replaced = null, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(weights);
@@ -64,6 +84,14 @@ internal static class LayerHessians
 
         // The layers' inputs become extra graph outputs of a copy of the model.
         var proto = model.Proto.Clone();
+        foreach (var (name, values) in replaced ?? new Dictionary<string, float[]>())
+        {
+            if (OnnxModel.FindTensor(proto.Graph, name) is { DataType: (int)TensorProto.Types.DataType.Float } tensor)
+            {
+                OnnxModel.SetFloatValues(tensor, values);
+            }
+        }
+
         var existing = new HashSet<string>(proto.Graph.Output.Select(o => o.Name), StringComparer.Ordinal);
         var names = layers.Select(l => l.Input).Distinct(StringComparer.Ordinal).ToArray();
         foreach (var name in names.Where(n => !existing.Contains(n)))
@@ -87,6 +115,27 @@ internal static class LayerHessians
             i => layers[i].Weight.Name,
             i => new LayerHessian(layers[i].Weight.Name, layers[i].Rows, layers[i].Columns, layers[i].Groups, layers[i].Transposed, grams[i], vectors[i]),
             StringComparer.Ordinal);
+    }
+
+    /// <summary>
+    /// The weights that have a layer Hessian, in the order their consumers appear in the graph (ONNX requires
+    /// nodes in topological order, so every layer comes after the layers that feed it).
+    /// </summary>
+    public static IReadOnlyList<WeightTensor> InGraphOrder(OnnxModel model, IEnumerable<WeightTensor> weights)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(weights);
+        var position = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (var i = model.Graph.Node.Count - 1; i >= 0; i--)
+        {
+            var node = model.Graph.Node[i];
+            if (node.Input.Count >= 2 && node.OpType is "Gemm" or "MatMul" or "Conv")
+            {
+                position[node.Input[1]] = i;
+            }
+        }
+
+        return weights.Where(w => Layer.Find(model, w) is not null).OrderBy(w => position[w.Name]).ThenBy(w => w.Name, StringComparer.Ordinal).ToArray();
     }
 
     /// <summary>How a weight's consumer turns its input into vectors x.</summary>

@@ -43,16 +43,7 @@ internal sealed class MeasuredLoss
     {
         ArgumentNullException.ThrowIfNull(values);
         var proto = _model.Clone();
-        var tensor = OnnxModel.FindTensor(proto.Graph, name) ?? throw new ArgumentException($"No tensor '{name}' in the model.", nameof(name));
-        var bytes = new byte[values.Length * 4];
-        Buffer.BlockCopy(values, 0, bytes, 0, bytes.Length);
-        tensor.FloatData.Clear();
-        tensor.DoubleData.Clear();
-        tensor.Int32Data.Clear();
-        tensor.ExternalData.Clear();
-        tensor.DataLocation = TensorProto.Types.DataLocation.Default;
-        tensor.DataType = (int)TensorProto.Types.DataType.Float;
-        tensor.RawData = ByteString.CopyFrom(bytes);
+        OnnxModel.SetFloatValues(OnnxModel.FindTensor(proto.Graph, name) ?? throw new ArgumentException($"No tensor '{name}' in the model.", nameof(name)), values);
         return Loss(ModelEvaluator.Run(proto.ToByteArray(), _data, _output, _modelPath)) - _floatLoss;
     }
 

@@ -180,6 +180,22 @@ internal sealed class OnnxModel
         return null;
     }
 
+    /// <summary>Replaces a tensor's contents by float32 <paramref name="values"/> in place (inline raw data).</summary>
+    public static void SetFloatValues(TensorProto tensor, float[] values)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        ArgumentNullException.ThrowIfNull(values);
+        var bytes = new byte[values.Length * 4];
+        Buffer.BlockCopy(values, 0, bytes, 0, bytes.Length);
+        tensor.FloatData.Clear();
+        tensor.DoubleData.Clear();
+        tensor.Int32Data.Clear();
+        tensor.ExternalData.Clear();
+        tensor.DataLocation = TensorProto.Types.DataLocation.Default;
+        tensor.DataType = (int)TensorProto.Types.DataType.Float;
+        tensor.RawData = Google.Protobuf.ByteString.CopyFrom(bytes);
+    }
+
     private static void CheckLooksLikeOnnx(ModelProto proto, string path)
     {
         // Protobuf parses many non-ONNX byte strings without complaint; an ONNX model always has an IR version

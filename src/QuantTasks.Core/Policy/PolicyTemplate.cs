@@ -65,6 +65,8 @@ internal static class PolicyTemplate
         Line(Invariant($"    dampening: {PolicyDefaults.GptqDampening}").PadRight(37) + "#   fraction of the mean Hessian diagonal added to it");
         Line("    order: natural                   #   natural | descending-diagonal (GPTQ's act order)");
         Line(Invariant($"    samples: {PolicyDefaults.GptqSamples}").PadRight(37) + "#   calibration samples for the layer Hessians");
+        Line("    mask: saliency                   #   saliency (SparseGPT, chosen while compensating) | magnitude");
+        Line("    sequential: false                #   true: each layer again on the quantized layers' outputs");
         Line("  ecsq:                              # for method: ecsq");
         Line("    algorithm: iterative             #   iterative (distortion + lambda * code length) | uniform");
         Line(Invariant($"    lambda: {PolicyDefaults.EcsqLambda}").PadRight(37) + "#   0 = k-means; larger = fewer bits");

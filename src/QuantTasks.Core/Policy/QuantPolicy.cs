@@ -287,6 +287,22 @@ internal sealed class GptqOptions
 
     /// <summary>Calibration samples for the layer Hessians. Default: 128.</summary>
     public int Samples { get; init; } = PolicyDefaults.GptqSamples;
+
+    /// <summary>How compensated pruning chooses the pruned weights. Default: saliency.</summary>
+    public GptqMask Mask { get; init; } = GptqMask.Saliency;
+
+    /// <summary>Whether each layer is compensated again on the outputs of the quantized layers before it. Default: false.</summary>
+    public bool Sequential { get; init; } = PolicyDefaults.GptqSequential;
+}
+
+/// <summary>How <c>compensation: gptq</c> chooses the weights that pruning removes.</summary>
+internal enum GptqMask
+{
+    /// <summary>Optimal Brain Surgeon's saliency, block by block during compensation (SparseGPT).</summary>
+    Saliency,
+
+    /// <summary>The magnitude mask chosen before quantization.</summary>
+    Magnitude,
 }
 
 /// <summary>Entropy-constrained scalar quantization.</summary>

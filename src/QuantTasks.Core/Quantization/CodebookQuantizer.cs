@@ -228,6 +228,24 @@ internal static class CodebookQuantizer
         return WithPinnedZero(centres.ToArray(), assignment, pinZero);
     }
 
+    /// <summary>
+    /// lambda' = lambda x mean weight x weighted variance of a channel's unpruned members: the price of one bit in
+    /// the units of the channel's weighted distortion h (w - c)^2 (0 for a channel with no members).
+    /// </summary>
+    internal static double RateWeight(PreparedTensor.ChannelData channel, double lambda)
+    {
+        ArgumentNullException.ThrowIfNull(channel);
+        if (channel.Count == 0)
+        {
+            return 0;
+        }
+
+        var totalWeight = channel.W0[^1];
+        var mean = channel.W1[^1] / totalWeight;
+        var variance = Math.Max(0, (channel.W2[^1] / totalWeight) - (mean * mean));
+        return lambda * (totalWeight / channel.Count) * variance;
+    }
+
     private static ChannelResult IterativeEcsq(PreparedTensor.ChannelData channel, int levels, double lambda)
     {
         var initial = UniformCells(channel, levels);
@@ -242,11 +260,7 @@ internal static class CodebookQuantizer
         var assignment = initial.Assignment;
         var total = n + channel.Pruned.Length;
 
-        // lambda' = lambda * mean weight * weighted variance: the rate term in the units of the distortion.
-        var totalWeight = channel.W0[^1];
-        var mean = channel.W1[^1] / totalWeight;
-        var variance = Math.Max(0, (channel.W2[^1] / totalWeight) - (mean * mean));
-        var rateWeight = lambda * (totalWeight / n) * variance;
+        var rateWeight = RateWeight(channel, lambda);
         var zeroIndex = pinZero ? Array.IndexOf(centres, 0.0) : -1;
 
         var counts = new long[centres.Length];

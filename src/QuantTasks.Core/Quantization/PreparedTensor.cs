@@ -9,7 +9,7 @@ namespace QuantTasks.Quantization;
 /// </summary>
 internal sealed class PreparedTensor
 {
-    private PreparedTensor(string name, float[] values, long[] dims, int channelAxis, ChannelData[] channels, long prunedCount, bool weighted)
+    private PreparedTensor(string name, float[] values, long[] dims, int channelAxis, ChannelData[] channels, long prunedCount, float[]? elementWeights)
     {
         Name = name;
         Values = values;
@@ -17,7 +17,7 @@ internal sealed class PreparedTensor
         ChannelAxis = channelAxis;
         Channels = channels;
         PrunedCount = prunedCount;
-        IsHessianWeighted = weighted;
+        ElementWeights = elementWeights;
     }
 
     /// <summary>The tensor's name.</summary>
@@ -39,7 +39,10 @@ internal sealed class PreparedTensor
     public double Sparsity => Values.Length == 0 ? 0 : (double)PrunedCount / Values.Length;
 
     /// <summary>Whether the importance weights come from a Hessian diagonal (otherwise all ones).</summary>
-    public bool IsHessianWeighted { get; }
+    public bool IsHessianWeighted => ElementWeights is not null;
+
+    /// <summary>Each element's importance h (the floored Hessian diagonal), C order, or null for equal weights.</summary>
+    internal float[]? ElementWeights { get; }
 
     internal ChannelData[] Channels { get; }
 
@@ -110,7 +113,7 @@ internal sealed class PreparedTensor
             channels[c] = ChannelData.Create(values, weights, members[c].ToArray(), prunedMembers[c].ToArray());
         }
 
-        return new PreparedTensor(name, values, shape, channelAxis, channels, prunedCount, weights is not null);
+        return new PreparedTensor(name, values, shape, channelAxis, channels, prunedCount, weights);
     }
 
     /// <summary>

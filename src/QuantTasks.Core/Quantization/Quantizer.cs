@@ -39,8 +39,22 @@ internal abstract class Quantizer
     /// <summary>Quantizes a prepared tensor (values, channel layout, pruning mask, optional diagonal) at <paramref name="bits"/>.</summary>
     public abstract QuantizedTensor Quantize(PreparedTensor tensor, int bits, QuantizerSettings settings);
 
+    /// <summary>
+    /// The price of code length the method's own assignment pays, for compensated rounding to pay the same; null
+    /// (the default) when symbols are chosen by distortion alone.
+    /// </summary>
+    internal virtual RatePrice? RateOf(PreparedTensor tensor, QuantizerSettings settings) => null;
+
     public override string ToString() => Name;
 }
+
+/// <summary>
+/// A method's price of code length: per channel, lambda' (one bit in units of the weighted squared error
+/// h (w - c)^2), and the per-element importance h it weighted by (null for equal weights).
+/// </summary>
+/// <param name="ChannelRateWeight">lambda' per channel.</param>
+/// <param name="ElementWeights">h per element in the tensor's layout, or null for 1.</param>
+internal sealed record RatePrice(double[] ChannelRateWeight, float[]? ElementWeights);
 
 /// <summary>Evenly spaced levels per channel or tensor, symmetric or with an offset.</summary>
 internal sealed class UniformMethod : Quantizer
@@ -84,6 +98,17 @@ internal sealed class EcsqMethod : Quantizer
         settings.Ecsq == EcsqAlgorithm.Uniform
             ? CodebookQuantizer.EcsqUniform(tensor, bits)
             : CodebookQuantizer.EcsqIterative(tensor, bits, settings.EcsqLambda);
+
+    // The iterative form chose its levels by distortion + lambda x code length; compensated rounding keeps the
+    // same trade when it re-chooses symbols. Uniform cells have no lambda, so they are re-chosen by distortion.
+    internal override RatePrice? RateOf(PreparedTensor tensor, QuantizerSettings settings)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        ArgumentNullException.ThrowIfNull(settings);
+        return settings.Ecsq == EcsqAlgorithm.Iterative && settings.EcsqLambda > 0
+            ? new RatePrice(tensor.Channels.Select(c => CodebookQuantizer.RateWeight(c, settings.EcsqLambda)).ToArray(), tensor.ElementWeights)
+            : null;
+    }
 }
 
 /// <summary>

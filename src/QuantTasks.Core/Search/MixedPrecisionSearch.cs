@@ -121,7 +121,9 @@ internal static class MixedPrecisionSearch
         CompensationInput? compensation)
     {
         var quantized = plan.Quantizer!.Quantize(prepared, bits, settings);
-        return compensation is null ? quantized : Compensator.Apply(quantized, original, mask, compensation.Hessian, compensation.Options);
+        return compensation is null
+            ? quantized
+            : Compensator.Apply(quantized, original, mask, compensation.Hessian, compensation.Options, plan.Quantizer.RateOf(prepared, settings));
     }
 
     /// <summary>Chooses one candidate per planned tensor within the budget.</summary>

@@ -75,17 +75,21 @@ public sealed class LayerHessiansTests : IDisposable
             var prepared = PreparedTensor.Create(weight.Name, values, weight.Shape, weight.OutputChannelAxis, pruned: mask);
             var plain = TensorQuantizer.Quantize(prepared, method, bits, new QuantizerSettings());
 
-            var compensated = Compensator.Apply(plain, values, mask, hessians[weight.Name], new CompensationOptions());
+            var compensated = Compensator.Apply(plain, values, mask, hessians[weight.Name], new CompensationOptions(Mask: MaskSelection.Magnitude));
+            var bySaliency = Compensator.Apply(plain, values, mask, hessians[weight.Name], new CompensationOptions());
 
             var before = Energy(hessians[weight.Name], values, plain.Dequantize());
             var after = Energy(hessians[weight.Name], values, compensated.Dequantize());
             Assert.Equal(before, hessians[weight.Name].OutputError(values, plain.Dequantize()), before * 1e-9);
             Assert.True(after <= before * (1 + 1e-6), $"{weight.Name}: compensated {after}, plain {before}");
             Assert.Equal(plain.Parameters, compensated.Parameters);
+            Assert.True(Energy(hessians[weight.Name], values, bySaliency.Dequantize()) <= before * (1 + 1e-6), $"{weight.Name}: saliency mask above plain");
             if (mask is not null)
             {
+                // The magnitude mask is kept as it is; saliency prunes as many weights, chosen while compensating.
                 var reconstructed = compensated.Dequantize();
                 Assert.All(Enumerable.Range(0, mask.Length).Where(i => mask[i]), i => Assert.Equal(0f, reconstructed[i]));
+                Assert.True(bySaliency.Dequantize().Count(v => v == 0) >= mask.Count(m => m));
             }
         }
     }

@@ -18,7 +18,8 @@ internal sealed class ActivationsStage : PipelineStage
     public static CompensationOptions Options(GptqOptions gptq)
     {
         ArgumentNullException.ThrowIfNull(gptq);
-        return new CompensationOptions(gptq.Dampening, gptq.Order == GptqOrder.DescendingDiagonal ? ColumnOrder.DescendingHessianDiagonal : ColumnOrder.Natural);
+        return new CompensationOptions(gptq.Dampening, gptq.Order == GptqOrder.DescendingDiagonal ? ColumnOrder.DescendingHessianDiagonal : ColumnOrder.Natural,
+            Mask: gptq.Mask == GptqMask.Magnitude ? MaskSelection.Magnitude : MaskSelection.Saliency);
     }
 
     public override void Run(ModelJob job, StageContext context)

@@ -1,3 +1,4 @@
+using QuantTasks.Policy;
 using QuantTasks.Quantization;
 using QuantTasks.Search;
 
@@ -17,5 +18,15 @@ internal sealed class QuantizeStage : PipelineStage
         Parallel.For(0, tensors.Length, new ParallelOptions { CancellationToken = context.Cancellation }, t =>
             tensors[t] = MixedPrecisionSearch.Quantize(job.Search.Tensors[t], job.Values[t], settings));
         job.Tensors = tensors;
+
+        var quantization = job.Policy.Quantization;
+        if (quantization.Compensation == CompensationKind.Gptq && quantization.Gptq.Sequential && job.Calibration is { } calibration)
+        {
+            var sequential = SequentialCompensation.Run(job.Model, job.Search, job.Values, tensors, calibration, quantization.Gptq.Samples, settings,
+                job.Policy.Encoding.Entropy == EntropyCoding.Huffman, context.Cancellation);
+            job.Search = sequential.Search;
+            job.Tensors = sequential.Stored;
+            context.Note?.Invoke($"sequential compensation: {sequential.Refined} layer(s) compensated again on the quantized layers' outputs");
+        }
     }
 }
