@@ -78,6 +78,11 @@ if (what is "search" or "all")
     SearchBenchmark.Print();
 }
 
+if (what is "compensation" or "all")
+{
+    CompensationBenchmark.Print(wholeNetwork: !args.Contains("--layers-only"));
+}
+
 if (what is "hessian" or "all")
 {
     var root = Array.IndexOf(args, "--peer-root") is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;

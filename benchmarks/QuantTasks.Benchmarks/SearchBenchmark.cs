@@ -46,7 +46,7 @@ internal static class SearchBenchmark
     }
 
     /// <summary>ResNet-50's weight shapes with every output-channel count divided by <paramref name="divisor"/>.</summary>
-    private static (WeightTensor[] Weights, float[][] Values) Network(int divisor)
+    internal static (WeightTensor[] Weights, float[][] Values) Network(int divisor)
     {
         var shapes = new List<long[]>();
         long Cut(long channels) => Math.Max(1, channels / divisor);

@@ -64,17 +64,19 @@ internal static class Compensator
                 }
             }
 
-            // The price of a bit of weight (r, j) in the layer's units: lambda' is priced against h (w - c)^2, and
-            // an isolated error of that weight costs H_jj per unit of squared error in the output.
-            double Price(int row, int column) => rate is null
+            // ECSQ's own rule for a weight is (w - c)^2 + (lambda' / h) x length. Compensation keeps that rule on the
+            // compensated value, in the layer's units: both terms scaled by what a unit squared error of the weight
+            // costs there, errorWeight while compensating, H_jj for the rate of a result as a whole.
+            double BitPrice(int row, int column) => rate is null
                 ? 0
-                : rate.ChannelRateWeight[quantized.ChannelAxis < 0 ? 0 : firstRow + row] * h[(column * columns) + column]
+                : rate.ChannelRateWeight[quantized.ChannelAxis < 0 ? 0 : firstRow + row]
                     / (rate.ElementWeights is { } e ? e[Index(firstRow + row, column)] : 1f);
+            double Price(int row, int column) => BitPrice(row, column) * h[(column * columns) + column];
 
             (float, byte) Round(int row, int column, double value, double errorWeight, bool pruned)
             {
                 var grid = GridOf(firstRow + row);
-                return pruned ? grid.Zero() : grid.Best(value, errorWeight, Price(row, column));
+                return pruned ? grid.Zero() : grid.Best(value, errorWeight, errorWeight * BitPrice(row, column));
             }
 
             var pruning = Pruning(localMask, perGroup, columns, options, r => GridOf(firstRow + r).HasZero);

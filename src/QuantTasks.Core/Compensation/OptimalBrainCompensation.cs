@@ -253,16 +253,20 @@ internal static class OptimalBrainCompensation
     public static double OutputError(ReadOnlySpan<float> weights, ReadOnlySpan<float> rounded, int rows, int columns, double[] hessian)
     {
         ArgumentNullException.ThrowIfNull(hessian);
-        double total = 0;
-        var delta = new double[columns];
-        for (var r = 0; r < rows; r++)
+        var perRow = new double[rows];
+        var delta = new double[rows * columns];
+        for (var i = 0; i < delta.Length; i++)
         {
-            for (var j = 0; j < columns; j++)
-            {
-                delta[j] = weights[(r * columns) + j] - rounded[(r * columns) + j];
-            }
+            delta[i] = weights[i] - rounded[i];
+        }
 
-            total += QuadraticForm(delta, hessian, columns);
+        // Rows are independent; their sum is taken in row order, so the result does not depend on the threads.
+        Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = rows * (long)columns * columns < 1 << 20 ? 1 : -1 },
+            r => perRow[r] = QuadraticForm(delta.AsSpan(r * columns, columns), hessian, columns));
+        double total = 0;
+        foreach (var value in perRow)
+        {
+            total += value;
         }
 
         return total;
@@ -274,18 +278,10 @@ internal static class OptimalBrainCompensation
         double total = 0;
         for (var a = 0; a < n; a++)
         {
-            if (delta[a] == 0)
+            if (delta[a] != 0)
             {
-                continue;
+                total += delta[a] * Vectors.Dot(hessian.AsSpan(a * n, n), delta);
             }
-
-            double sum = 0;
-            for (var b = 0; b < n; b++)
-            {
-                sum += hessian[(a * n) + b] * delta[b];
-            }
-
-            total += delta[a] * sum;
         }
 
         return total;

@@ -130,19 +130,44 @@ public sealed partial class GoldenOutputTests : IDisposable
         {
             lock (Policies)
             {
+                // Recording adds this machine's hashes to those already accepted (see Accepted).
                 var all = File.Exists(record) ? JsonNode.Parse(File.ReadAllText(record))!.AsObject() : [];
-                all[name] = JsonSerializer.SerializeToNode(hashes);
+                var entry = all[name] as JsonObject ?? [];
+                foreach (var (output, hash) in hashes)
+                {
+                    var accepted = Accepted(entry, output);
+                    if (!accepted.Contains(hash))
+                    {
+                        accepted.Add(hash);
+                    }
+
+                    entry[output] = JsonSerializer.SerializeToNode(accepted);
+                }
+
+                all[name] = entry.DeepClone();
                 File.WriteAllText(record, all.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
             }
 
             return;
         }
 
-        var golden = JsonNode.Parse(File.ReadAllText(Fixtures.Data("golden-outputs.json")))![name]!;
-        Assert.Equal(golden["blob"]!.GetValue<string>(), hashes["blob"]);
-        Assert.Equal(golden["code"]!.GetValue<string>(), hashes["code"]);
-        Assert.Equal(golden["report"]!.GetValue<string>(), hashes["report"]);
+        var golden = JsonNode.Parse(File.ReadAllText(Fixtures.Data("golden-outputs.json")))![name]!.AsObject();
+        Assert.Contains(hashes["blob"], Accepted(golden, "blob"));
+        Assert.Contains(hashes["code"], Accepted(golden, "code"));
+        Assert.Contains(hashes["report"], Accepted(golden, "report"));
     }
+
+    /// <summary>
+    /// The hashes accepted for one output: one per CPU family the suite was recorded on. The policies whose
+    /// analysis runs in libtorch get different low bits from its kernels on CPUs with and without AVX-512, and
+    /// those bits reach the rounding; everything else has one hash everywhere.
+    /// </summary>
+    private static List<string> Accepted(JsonObject entry, string output) => entry[output] switch
+    {
+        JsonArray list => list.Select(h => h!.GetValue<string>()).ToList(),
+        JsonValue single => [single.GetValue<string>()],
+        _ => [],
+    };
 
     private Dictionary<string, string> Run(string name)
     {
