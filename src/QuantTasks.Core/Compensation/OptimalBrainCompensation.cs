@@ -180,10 +180,12 @@ internal static class OptimalBrainCompensation
                 prunedSoFar += SelectBySaliency(w, u, n, prunable, start, end, target - prunedSoFar, pruned);
             }
 
-            Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = rows * (long)(n - start) < 65536 ? 1 : -1 }, r =>
+            var width = end - start;
+            var errors = new double[rows * width];
+            var parallel = new ParallelOptions { MaxDegreeOfParallelism = rows * (long)(n - start) < 65536 ? 1 : -1 };
+            Parallel.For(0, rows, parallel, r =>
             {
                 var row = w.AsSpan(r * n, n);
-                var blockErrors = new double[end - start];
                 for (var p = start; p < end; p++)
                 {
                     var column = order[p];
@@ -193,7 +195,7 @@ internal static class OptimalBrainCompensation
                     values[(r * n) + column] = value;
                     symbols[(r * n) + column] = symbol;
                     var e = factor.Dead[column] ? 0 : (current - value) / d;
-                    blockErrors[p - start] = e;
+                    errors[(r * width) + p - start] = e;
 
                     // Within the block, immediately: the next columns of this block see this rounding.
                     if (e != 0)
@@ -201,16 +203,31 @@ internal static class OptimalBrainCompensation
                         Vectors.SubtractScaled(row[(p + 1)..end], u.AsSpan((p * n) + p + 1, end - p - 1), e);
                     }
                 }
-
-                // The columns after the block receive the block's errors at once: w[end:] -= e U[block, end:].
-                for (var p = start; p < end; p++)
-                {
-                    if (blockErrors[p - start] != 0)
-                    {
-                        Vectors.SubtractScaled(row[end..], u.AsSpan((p * n) + end, n - end), blockErrors[p - start]);
-                    }
-                }
             });
+
+            // The columns after the block receive the block's errors at once: W[:, end:] -= E U[block, end:]. Rows
+            // go in tiles so that each row of U is read once per tile rather than once per row (the update is
+            // bound by memory, not arithmetic); every element still sees the block's columns in order.
+            if (end < n)
+            {
+                const int Tile = 8;
+                Parallel.For(0, (rows + Tile - 1) / Tile, parallel, tile =>
+                {
+                    var last = Math.Min(rows, (tile + 1) * Tile);
+                    for (var p = start; p < end; p++)
+                    {
+                        var uRow = u.AsSpan((p * n) + end, n - end);
+                        for (var r = tile * Tile; r < last; r++)
+                        {
+                            var e = errors[(r * width) + p - start];
+                            if (e != 0)
+                            {
+                                Vectors.SubtractScaled(w.AsSpan((r * n) + end, n - end), uRow, e);
+                            }
+                        }
+                    }
+                });
+            }
         }
 
         return new Result(values, symbols);
