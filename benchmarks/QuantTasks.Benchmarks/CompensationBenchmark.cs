@@ -14,10 +14,9 @@ namespace QuantTasks.Benchmarks;
 /// </summary>
 internal static class CompensationBenchmark
 {
-    public static void Print(bool wholeNetwork)
+    public static void Print(bool layers, bool wholeNetwork)
     {
         var (weights, values) = SearchBenchmark.Network(1);
-        var hessians = weights.ToDictionary(w => w.Name, Synthetic, StringComparer.Ordinal);
         var options = new QuantizationOptions
         {
             Method = QuantizationMethods.Uniform,
@@ -25,6 +24,19 @@ internal static class CompensationBenchmark
             Budget = new BudgetOptions { AverageBits = 4 },
             KeepFloat = [],
         };
+        if (layers)
+        {
+            PrintLayers(weights, values, options);
+        }
+
+        if (wholeNetwork)
+        {
+            PrintNetwork(weights, values, options);
+        }
+    }
+
+    private static void PrintLayers(WeightTensor[] weights, float[][] values, QuantizationOptions options)
+    {
 
         Console.WriteLine("## Compensated rounding per layer shape (ResNet-50), 4-bit uniform per channel, both cores");
         Console.WriteLine("| shape (rows x columns) | plain rounding ms | factorisation ms | compensation ms | (factorisation + compensation) / plain |");
@@ -37,7 +49,7 @@ internal static class CompensationBenchmark
             MixedPrecisionSearch.Run([weight], [values[t]], single, parallelism: 1);
             var plainMs = plainWatch.Elapsed.TotalMilliseconds;
 
-            var hessian = hessians[weight.Name];
+            var hessian = Synthetic(weight);
             var factorWatch = Stopwatch.StartNew();
             hessian.Factor(0, new CompensationOptions());
             var factorMs = factorWatch.Elapsed.TotalMilliseconds;
@@ -49,11 +61,11 @@ internal static class CompensationBenchmark
             Console.WriteLine($"| {group.Key.Rows} x {group.Key.Columns} ({group.Count()} layers) | {plainMs:F0} | {factorMs:F0} | {compensateMs:F0} | {(factorMs + compensateMs) / plainMs:F1} |");
         }
 
-        if (!wholeNetwork)
-        {
-            return;
-        }
+    }
 
+    // Peak memory is that of this part alone when it runs in its own process (--network-only).
+    private static void PrintNetwork(WeightTensor[] weights, float[][] values, QuantizationOptions options)
+    {
         Console.WriteLine();
         Console.WriteLine("## Whole compensated search, ResNet-50-shaped network, candidates 2..8 bits, both cores");
         var fresh = weights.ToDictionary(w => w.Name, Synthetic, StringComparer.Ordinal);

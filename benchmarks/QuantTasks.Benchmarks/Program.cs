@@ -80,7 +80,7 @@ if (what is "search" or "all")
 
 if (what is "compensation" or "all")
 {
-    CompensationBenchmark.Print(wholeNetwork: !args.Contains("--layers-only"));
+    CompensationBenchmark.Print(layers: !args.Contains("--network-only"), wholeNetwork: !args.Contains("--layers-only"));
 }
 
 if (what is "hessian" or "all")
