@@ -35,22 +35,31 @@ internal sealed record LayerHessian(string Weight, int Rows, int Columns, int Gr
             key => new Lazy<LayerFactor>(() => OptimalBrainCompensation.Factorize(PerGroup[key.Group], Columns, options))).Value;
     }
 
+    /// <summary>
+    /// Drops the cached factorisations (n x n each): the search calls this once a tensor's candidates are done, so a
+    /// large network holds its layers' H but not every U at once; the chosen candidate factorises again.
+    /// </summary>
+    public void ReleaseFactors() => _factors.Clear();
+
     /// <summary>The layer's output error sum_r (w_r - q_r)^T H (w_r - q_r), with both tensors in their stored layout.</summary>
     public double OutputError(ReadOnlySpan<float> original, ReadOnlySpan<float> rounded)
     {
         var perGroup = Rows / Groups;
-        var delta = new double[Columns];
         double total = 0;
-        for (var r = 0; r < Rows; r++)
+        for (var g = 0; g < Groups; g++)
         {
-            var h = PerGroup[r / perGroup];
-            for (var j = 0; j < Columns; j++)
+            var delta = new double[(long)perGroup * Columns];
+            for (var r = 0; r < perGroup; r++)
             {
-                var index = Transposed ? (j * Rows) + r : (r * Columns) + j;
-                delta[j] = original[index] - rounded[index];
+                var row = (g * perGroup) + r;
+                for (var j = 0; j < Columns; j++)
+                {
+                    var index = Transposed ? (j * Rows) + row : (row * Columns) + j;
+                    delta[((long)r * Columns) + j] = original[index] - rounded[index];
+                }
             }
 
-            total += OptimalBrainCompensation.QuadraticForm(delta, h, Columns);
+            total += OptimalBrainCompensation.QuadraticForms(delta, perGroup, Columns, PerGroup[g]);
         }
 
         return total;
@@ -222,7 +231,8 @@ internal static class LayerHessians
             var kernelSize = kernel.Aggregate(1, (a, b) => a * b);
             var positions = outputSize.Aggregate(1, (a, b) => a * b);
             var inputSize = input.Aggregate(1, (a, b) => a * b);
-            var patch = new float[Columns * 64];
+            var patch = new float[Columns * RowsPerProduct];
+            var offsets = Enumerable.Range(0, kernelSize).Select(k => Unravel(k, kernel)).ToArray();
             long count = 0;
             for (var g = 0; g < Groups; g++)
             {
@@ -238,7 +248,7 @@ internal static class LayerHessians
                             var plane = ((long)n * channels + (g * perGroup) + c) * inputSize;
                             for (var k = 0; k < kernelSize; k++)
                             {
-                                var offset = Unravel(k, kernel);
+                                var offset = offsets[k];
                                 var index = 0L;
                                 var inside = true;
                                 for (var a = 0; a < spatial && inside; a++)
@@ -252,7 +262,7 @@ internal static class LayerHessians
                             }
                         }
 
-                        if (++filled == 64)
+                        if (++filled == RowsPerProduct)
                         {
                             AddRows(grams[g], patch, 0, filled, Columns, Columns);
                             filled = 0;
@@ -280,26 +290,36 @@ internal static class LayerHessians
         }
     }
 
-    // gram += sum over the rows of row^T row, rows of length n at stride `stride`.
+    // Rows per product when adding to a Gram matrix: the kernel's inner block.
+    private const int RowsPerProduct = 256;
+
+    // gram += X^T X over the `count` rows of X (length n, at `stride`), as the product kernel's C -= (-X^T) X, in
+    // chunks of rows: compute-bound tiles instead of one strided dot product per entry.
     private static void AddRows(double[] gram, float[] rows, int first, int count, int n, int stride)
     {
-        for (var a = 0; a < n; a++)
+        var chunk = Math.Min(RowsPerProduct, count);
+        if (chunk <= 0)
         {
-            for (var b = a; b < n; b++)
-            {
-                double sum = 0;
-                for (var r = first; r < first + count; r++)
-                {
-                    var row = r * stride;
-                    sum += (double)rows[row + a] * rows[row + b];
-                }
+            return;
+        }
 
-                gram[(a * n) + b] += sum;
-                if (a != b)
+        var negatedTranspose = new double[(long)n * chunk];
+        var x = new double[(long)chunk * n];
+        for (var r0 = 0; r0 < count; r0 += chunk)
+        {
+            var depth = Math.Min(chunk, count - r0);
+            for (var r = 0; r < depth; r++)
+            {
+                var row = (long)(first + r0 + r) * stride;
+                for (var a = 0; a < n; a++)
                 {
-                    gram[(b * n) + a] += sum;
+                    var value = (double)rows[row + a];
+                    x[((long)r * n) + a] = value;
+                    negatedTranspose[((long)a * depth) + r] = -value;
                 }
             }
+
+            DenseKernels.MultiplySubtract(new MatrixView(negatedTranspose, 0, depth), new MatrixView(x, 0, n), new MatrixView(gram, 0, n), n, n, depth, parallel: true);
         }
     }
 

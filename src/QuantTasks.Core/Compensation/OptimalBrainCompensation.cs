@@ -112,23 +112,24 @@ internal static class OptimalBrainCompensation
             throw new ArgumentException($"A layer of {columns} inputs needs a {columns} x {columns} Hessian.", nameof(hessian));
         }
 
-        var h = (double[])hessian.Clone();
-
         // Inputs that never fire carry no information: their weights cannot change the output, so they are
-        // rounded as they are with nothing to compensate (a unit diagonal keeps H invertible).
+        // rounded as they are with nothing to compensate (a unit diagonal keeps H invertible). Dampening and the
+        // column order need only the diagonal, so the one n x n working copy is made already permuted.
+        var diagonal = new double[columns];
         var dead = new bool[columns];
         for (var j = 0; j < columns; j++)
         {
-            if (h[(j * columns) + j] == 0)
+            diagonal[j] = hessian[((long)j * columns) + j];
+            if (diagonal[j] == 0)
             {
                 dead[j] = true;
-                h[(j * columns) + j] = 1;
+                diagonal[j] = 1;
             }
         }
 
-        Dampen(h, columns, options.Dampening);
-        var order = ColumnOrder(h, columns, options.Order);
-        return new LayerFactor(columns, order, dead, UpperCholeskyOfInverse(Permute(h, columns, order), columns));
+        Dampen(diagonal, options.Dampening);
+        var order = ColumnOrder(diagonal, options.Order);
+        return new LayerFactor(columns, order, dead, UpperCholeskyOfInverse(hessian, diagonal, order, columns));
     }
 
     /// <summary>Rounds (and prunes) one layer with a factorisation made by <see cref="Factorize"/>.</summary>
@@ -205,28 +206,12 @@ internal static class OptimalBrainCompensation
                 }
             });
 
-            // The columns after the block receive the block's errors at once: W[:, end:] -= E U[block, end:]. Rows
-            // go in tiles so that each row of U is read once per tile rather than once per row (the update is
-            // bound by memory, not arithmetic); every element still sees the block's columns in order.
+            // The columns after the block receive the block's errors at once: W[:, end:] -= E U[block, end:], a
+            // matrix product in cache-sized tiles (every element still sees the block's columns in order).
             if (end < n)
             {
-                const int Tile = 8;
-                Parallel.For(0, (rows + Tile - 1) / Tile, parallel, tile =>
-                {
-                    var last = Math.Min(rows, (tile + 1) * Tile);
-                    for (var p = start; p < end; p++)
-                    {
-                        var uRow = u.AsSpan((p * n) + end, n - end);
-                        for (var r = tile * Tile; r < last; r++)
-                        {
-                            var e = errors[(r * width) + p - start];
-                            if (e != 0)
-                            {
-                                Vectors.SubtractScaled(w.AsSpan((r * n) + end, n - end), uRow, e);
-                            }
-                        }
-                    }
-                });
+                DenseKernels.MultiplySubtract(new MatrixView(errors, 0, width), new MatrixView(u, ((long)start * n) + end, n),
+                    new MatrixView(w, end, n), rows, n - end, width, parallel: true);
             }
         }
 
@@ -270,193 +255,93 @@ internal static class OptimalBrainCompensation
     public static double OutputError(ReadOnlySpan<float> weights, ReadOnlySpan<float> rounded, int rows, int columns, double[] hessian)
     {
         ArgumentNullException.ThrowIfNull(hessian);
-        var perRow = new double[rows];
-        var delta = new double[rows * columns];
+        var delta = new double[(long)rows * columns];
         for (var i = 0; i < delta.Length; i++)
         {
             delta[i] = weights[i] - rounded[i];
         }
 
-        // Rows are independent; their sum is taken in row order, so the result does not depend on the threads.
-        Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = rows * (long)columns * columns < 1 << 20 ? 1 : -1 },
-            r => perRow[r] = QuadraticForm(delta.AsSpan(r * columns, columns), hessian, columns));
-        double total = 0;
-        foreach (var value in perRow)
-        {
-            total += value;
-        }
-
-        return total;
+        return QuadraticForms(delta, rows, columns, hessian);
     }
 
-    /// <summary>d^T H d for a symmetric n x n H, skipping the zeros of d (most of them after exact rounding).</summary>
-    internal static double QuadraticForm(ReadOnlySpan<double> delta, double[] hessian, int n)
+    /// <summary>
+    /// sum_r d_r^T H d_r over the rows of D (rows x n) for a symmetric n x n H: Y = -D H by the product kernel,
+    /// then the sum of D * Y in row order, so the result does not depend on the threads.
+    /// </summary>
+    internal static double QuadraticForms(double[] delta, int rows, int n, double[] hessian)
     {
+        var product = new double[delta.Length];
+        DenseKernels.MultiplySubtract(new MatrixView(delta, 0, n), new MatrixView(hessian, 0, n), new MatrixView(product, 0, n), rows, n, n, parallel: true);
         double total = 0;
-        for (var a = 0; a < n; a++)
+        for (var i = 0; i < delta.Length; i++)
         {
-            if (delta[a] != 0)
-            {
-                total += delta[a] * Vectors.Dot(hessian.AsSpan(a * n, n), delta);
-            }
+            total -= delta[i] * product[i];
         }
 
         return total;
     }
 
     // H + lambda * mean(diag H) * I: keeps the inverse well conditioned when inputs are nearly collinear.
-    private static void Dampen(double[] h, int n, double fraction)
+    private static void Dampen(double[] diagonal, double fraction)
     {
         double mean = 0;
-        for (var j = 0; j < n; j++)
+        foreach (var value in diagonal)
         {
-            mean += h[(j * n) + j];
+            mean += value;
         }
 
-        mean /= Math.Max(1, n);
-        for (var j = 0; j < n; j++)
+        mean /= Math.Max(1, diagonal.Length);
+        for (var j = 0; j < diagonal.Length; j++)
         {
-            h[(j * n) + j] += fraction * mean;
+            diagonal[j] += fraction * mean;
         }
     }
 
-    private static int[] ColumnOrder(double[] h, int n, ColumnOrder order)
+    private static int[] ColumnOrder(double[] diagonal, ColumnOrder order)
     {
-        var columns = Enumerable.Range(0, n).ToArray();
+        var columns = Enumerable.Range(0, diagonal.Length).ToArray();
         return order == Compensation.ColumnOrder.DescendingHessianDiagonal
-            ? columns.OrderByDescending(j => h[(j * n) + j]).ThenBy(j => j).ToArray()
+            ? columns.OrderByDescending(j => diagonal[j]).ThenBy(j => j).ToArray()
             : columns;
     }
 
-    private static double[] Permute(double[] h, int n, int[] order)
-    {
-        var p = new double[n * n];
-        for (var a = 0; a < n; a++)
-        {
-            for (var b = 0; b < n; b++)
-            {
-                p[(a * n) + b] = h[(order[a] * n) + order[b]];
-            }
-        }
-
-        return p;
-    }
+    /// <summary>U with U^T U = H^-1 for an H given whole (its own diagonal, natural order).</summary>
+    internal static double[] UpperCholeskyOfInverse(double[] h, int n) =>
+        UpperCholeskyOfInverse(h, Enumerable.Range(0, n).Select(j => h[((long)j * n) + j]).ToArray(), Enumerable.Range(0, n).ToArray(), n);
 
     /// <summary>
-    /// U with U^T U = H^-1, upper triangular, without forming H^-1: H = U^-1 U^-T, so V = U^-1 is the upper factor
+    /// U with U^T U = H^-1, upper triangular, for H with <paramref name="diagonal"/> on its diagonal and its
+    /// columns in <paramref name="order"/>, without forming H^-1: H = U^-1 U^-T, so V = U^-1 is the upper factor
     /// of H = V V^T, which is the lower Cholesky factor L of the reversed matrix J H J read backwards (V = J L J).
     /// Hence U = J L^-1 J: one Cholesky and one triangular inverse, half the work of inverting H and factorising
-    /// the inverse.
+    /// the inverse. Reading J X J from a row-major X is reversing the array, so U is made in place. Peak memory is
+    /// two n x n matrices.
     /// </summary>
-    internal static double[] UpperCholeskyOfInverse(double[] h, int n)
+    internal static double[] UpperCholeskyOfInverse(double[] h, double[] diagonal, int[] order, int n)
     {
-        var reversed = new double[n * n];
-        for (var a = 0; a < n; a++)
+        // The lower triangle of J P^T H P J, P the column order, with the adjusted diagonal.
+        var reversed = new double[(long)n * n];
+        Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = n < 256 ? 1 : -1 }, a =>
         {
-            for (var b = 0; b < n; b++)
+            var row = (long)order[n - 1 - a] * n;
+            for (var b = 0; b < a; b++)
             {
-                reversed[(a * n) + b] = h[((n - 1 - a) * n) + (n - 1 - b)];
-            }
-        }
-
-        var l = Cholesky(reversed, n);
-
-        // Column j of L^-1 solves L m = e_j by forward substitution; the columns are independent.
-        var u = new double[n * n];
-        Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = n < 128 ? 1 : -1 }, j =>
-        {
-            var m = new double[n];
-            m[j] = 1 / l[(j * n) + j];
-            for (var i = j + 1; i < n; i++)
-            {
-                m[i] = -Vectors.Dot(l.AsSpan((i * n) + j, i - j), m.AsSpan(j, i - j)) / l[(i * n) + i];
+                reversed[((long)a * n) + b] = h[row + order[n - 1 - b]];
             }
 
-            for (var i = j; i < n; i++)
-            {
-                u[((n - 1 - i) * n) + (n - 1 - j)] = m[i];
-            }
+            reversed[((long)a * n) + a] = diagonal[order[n - 1 - a]];
         });
 
+        DenseKernels.CholeskyInPlace(reversed, n);
+        var u = DenseKernels.InvertLower(reversed, n);
+        Array.Reverse(u);
         return u;
-    }
-
-    /// <summary>
-    /// Lower Cholesky factor, column by column (left-looking): once L[j, j] is known, the entries below it depend
-    /// only on earlier columns, so they are computed in parallel as dot products of contiguous row prefixes.
-    /// </summary>
-    private static double[] Cholesky(double[] a, int n)
-    {
-        var l = new double[n * n];
-        for (var j = 0; j < n; j++)
-        {
-            var rowJ = l.AsSpan(j * n, j);
-            var diagonal = a[(j * n) + j] - Vectors.Dot(rowJ, rowJ);
-            if (!(diagonal > 0))
-            {
-                throw new NotPositiveDefiniteException();
-            }
-
-            var pivot = Math.Sqrt(diagonal);
-            l[(j * n) + j] = pivot;
-            var below = n - j - 1;
-            var column = j;
-            Parallel.For(0, below, new ParallelOptions { MaxDegreeOfParallelism = (long)below * column < 16384 ? 1 : -1 }, k =>
-            {
-                var i = column + 1 + k;
-                l[(i * n) + column] = (a[(i * n) + column] - Vectors.Dot(l.AsSpan(i * n, column), l.AsSpan(column * n, column))) / pivot;
-            });
-        }
-
-        return l;
     }
 }
 
-/// <summary>The two vector kernels of compensation, on <see cref="Vector{T}"/>.</summary>
+/// <summary>The within-block update of compensation, on <see cref="Vector{T}"/> (multiply, then subtract, as <see cref="DenseKernels"/> does).</summary>
 internal static class Vectors
 {
-    /// <summary>
-    /// sum x_i y_i, in four interleaved partial sums added as (s0 + s1) + (s2 + s3) whatever the hardware, so that
-    /// every machine gets the same bits (the rounding decisions, and so the blob, depend on them).
-    /// </summary>
-    public static double Dot(ReadOnlySpan<double> x, ReadOnlySpan<double> y)
-    {
-        y = y[..x.Length];
-        var i = 0;
-        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        if (Vector256.IsHardwareAccelerated && x.Length >= 8)
-        {
-            var acc = Vector256<double>.Zero;
-            var vx = MemoryMarshal.Cast<double, Vector256<double>>(x);
-            var vy = MemoryMarshal.Cast<double, Vector256<double>>(y);
-            for (var v = 0; v < vx.Length; v++)
-            {
-                acc += vx[v] * vy[v];
-            }
-
-            (s0, s1, s2, s3) = (acc[0], acc[1], acc[2], acc[3]);
-            i = vx.Length * 4;
-        }
-        else
-        {
-            for (; i + 4 <= x.Length; i += 4)
-            {
-                s0 += x[i] * y[i];
-                s1 += x[i + 1] * y[i + 1];
-                s2 += x[i + 2] * y[i + 2];
-                s3 += x[i + 3] * y[i + 3];
-            }
-        }
-
-        var sum = (s0 + s1) + (s2 + s3);
-        for (; i < x.Length; i++)
-        {
-            sum += x[i] * y[i];
-        }
-
-        return sum;
-    }
-
     /// <summary>target -= factor x source.</summary>
     public static void SubtractScaled(Span<double> target, ReadOnlySpan<double> source, double factor)
     {

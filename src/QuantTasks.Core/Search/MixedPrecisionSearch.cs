@@ -195,6 +195,7 @@ internal static class MixedPrecisionSearch
                         return new CandidateCost(omega, PayloadSize.Of(quantized, inputs.Entropy));
                     });
                 }).ToArray();
+                CompensationOf(t)?.Hessian.ReleaseFactors();
             }
 
             progress?.Report((double)Interlocked.Increment(ref done) / plans.Count);
