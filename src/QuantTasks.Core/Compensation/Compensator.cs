@@ -1,4 +1,5 @@
 using QuantTasks.Quantization;
+using QuantTasks.Runtime.Format;
 using QuantTasks.Runtime.Quantization;
 
 namespace QuantTasks.Compensation;
@@ -32,10 +33,13 @@ internal static class Compensator
         ArgumentNullException.ThrowIfNull(original);
         ArgumentNullException.ThrowIfNull(hessian);
         ArgumentNullException.ThrowIfNull(options);
-        var levels = 1 << quantized.Bits;
-        var table = Dequantizer.LevelTable(quantized.Kind, quantized.Channels, levels, quantized.ParameterBytes());
+        // With ClipRanges, uniform grids get ranges fitted to the layer first: the compensated result keeps those
+        // levels, and the quantizer's own min-max result remains what it must beat.
+        var fitted = options.ClipRanges && quantized.Kind == QuantizerKind.Uniform ? FittedUniform(quantized, original, mask, hessian) : quantized;
+        var levels = 1 << fitted.Bits;
+        var table = Dequantizer.LevelTable(fitted.Kind, fitted.Channels, levels, fitted.ParameterBytes());
         var lengths = rate is null ? null : CodeLengths(quantized, levels);
-        var channels = Enumerable.Range(0, quantized.Channels)
+        var channels = Enumerable.Range(0, fitted.Channels)
             .Select(c => new ChannelGrid(table, c * levels, levels, lengths?[c]))
             .ToArray();
         var perGroup = hessian.Rows / hessian.Groups;
@@ -44,7 +48,7 @@ internal static class Compensator
         double compensatedObjective = 0, plainObjective = 0;
         var plainValues = quantized.Dequantize();
         int Index(int row, int column) => hessian.Transposed ? (column * hessian.Rows) + row : (row * columns) + column;
-        ChannelGrid GridOf(int row) => channels[quantized.ChannelAxis < 0 ? 0 : row];
+        ChannelGrid GridOf(int row) => channels[fitted.ChannelAxis < 0 ? 0 : row];
 
         for (var g = 0; g < hessian.Groups; g++)
         {
@@ -120,8 +124,33 @@ internal static class Compensator
             return quantized;
         }
 
-        return new QuantizedTensor(quantized.Name, [.. quantized.Dims], quantized.Bits, quantized.Kind, quantized.ChannelAxis,
-            quantized.Parameters, symbols, quantized.Method);
+        return new QuantizedTensor(fitted.Name, [.. fitted.Dims], fitted.Bits, fitted.Kind, fitted.ChannelAxis, fitted.Parameters, symbols, fitted.Method);
+    }
+
+    // The uniform quantizer again, each channel's range clipped to minimise rounding error weighted by the energy
+    // of each weight's input (H_jj of its column): an outlier weight on an input that barely fires no longer
+    // stretches the grid over the weights that carry the output.
+    private static QuantizedTensor FittedUniform(QuantizedTensor quantized, float[] original, bool[]? mask, LayerHessian hessian)
+    {
+        var perGroup = hessian.Rows / hessian.Groups;
+        var values = (float[])original.Clone();
+        var importance = new float[original.Length];
+        for (var row = 0; row < hessian.Rows; row++)
+        {
+            var h = hessian.PerGroup[row / perGroup];
+            for (var j = 0; j < hessian.Columns; j++)
+            {
+                var index = hessian.Transposed ? (j * hessian.Rows) + row : (row * hessian.Columns) + j;
+                importance[index] = (float)h[((long)j * hessian.Columns) + j];
+                if (mask is not null && mask[index])
+                {
+                    values[index] = 0;
+                }
+            }
+        }
+
+        return UniformQuantizer.Quantize(quantized.Name, values, quantized.Dims, quantized.Bits, quantized.ChannelAxis,
+            symmetric: quantized.Method == UniformQuantizer.SymmetricMethod, zeroExact: mask?.Any(m => m) == true, importance);
     }
 
     // Magnitude keeps the quantizer's mask; saliency prunes as many weights, chosen as the columns are reached, in

@@ -403,5 +403,6 @@ internal enum MaskSelection
 /// <param name="Order">Column order.</param>
 /// <param name="BlockSize">Columns per lazy update block; saliency masks are chosen per block.</param>
 /// <param name="Mask">How pruned weights are chosen.</param>
+/// <param name="ClipRanges">Uniform grids: clip each channel's range to the layer's input energy before compensating.</param>
 internal sealed record CompensationOptions(double Dampening = 0.01, ColumnOrder Order = ColumnOrder.Natural, int BlockSize = 128,
-    MaskSelection Mask = MaskSelection.Saliency);
+    MaskSelection Mask = MaskSelection.Saliency, bool ClipRanges = false);

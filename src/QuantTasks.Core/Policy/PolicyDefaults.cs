@@ -34,6 +34,13 @@ internal static class PolicyDefaults
     /// </summary>
     public const bool GptqSequential = false;
 
+    /// <summary>
+    /// Uniform ranges clipped to the layer's input energy before compensating: off, since the clipped grids code
+    /// to more bytes at the same width (flatter symbol histograms), which lost on LeNet-5 at 16x, while it won on
+    /// the PP-OCR recognizer at 8x (docs/policy.md).
+    /// </summary>
+    public const bool GptqClip = false;
+
     /// <summary>The budget when the policy names none.</summary>
     public const double CompressionRatio = 8;
 

@@ -59,7 +59,7 @@ internal static class PolicyTemplate
         Line("  #   - match: \"conv1.*\"");
         Line("  #     bits: 8");
         Line("  search: dp                         # dp (exact) | greedy (HAWQ-V1 order)");
-        Line("  omega: sensitivity                 # sensitivity x squared error (HAWQ) | hessian-diagonal | measured (loss increase) | output-error (layer outputs, label-free)");
+        Line("  omega: sensitivity                 # sensitivity x squared error (HAWQ) | hessian-diagonal | measured (loss increase) | output-error (layer outputs, label-free) | relative-output-error");
         Line("  compensation: none                 # none | gptq (second-order compensated rounding, label-free; needs data.calibration)");
         Line("  gptq:                              # for compensation: gptq");
         Line(Invariant($"    dampening: {PolicyDefaults.GptqDampening}").PadRight(37) + "#   fraction of the mean Hessian diagonal added to it");
@@ -67,6 +67,7 @@ internal static class PolicyTemplate
         Line(Invariant($"    samples: {PolicyDefaults.GptqSamples}").PadRight(37) + "#   calibration samples for the layer Hessians");
         Line("    mask: saliency                   #   saliency (SparseGPT, chosen while compensating) | magnitude");
         Line("    sequential: false                #   true: each layer again on the quantized layers' outputs");
+        Line("    clip: false                      #   true: uniform ranges clipped to the layer's input energy");
         Line("  ecsq:                              # for method: ecsq");
         Line("    algorithm: iterative             #   iterative (distortion + lambda * code length) | uniform");
         Line(Invariant($"    lambda: {PolicyDefaults.EcsqLambda}").PadRight(37) + "#   0 = k-means; larger = fewer bits");

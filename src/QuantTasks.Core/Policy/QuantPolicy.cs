@@ -234,6 +234,13 @@ internal enum OmegaKind
     /// compensated rounding minimises, label-free, from the same layer Hessians.
     /// </summary>
     OutputError,
+
+    /// <summary>
+    /// The layer's output error divided by the energy of its float output, tr(W H W^T): each layer's error relative
+    /// to what it carries, so that layers whose outputs are normalised afterwards (LayerNorm, BatchNorm) are
+    /// compared on the scale the next layer sees.
+    /// </summary>
+    RelativeOutputError,
 }
 
 /// <summary>How the bit search allocates bits.</summary>
@@ -293,6 +300,9 @@ internal sealed class GptqOptions
 
     /// <summary>Whether each layer is compensated again on the outputs of the quantized layers before it. Default: false.</summary>
     public bool Sequential { get; init; } = PolicyDefaults.GptqSequential;
+
+    /// <summary>Whether uniform grids get each channel's range clipped to the layer's input energy first. Default: false.</summary>
+    public bool Clip { get; init; } = PolicyDefaults.GptqClip;
 }
 
 /// <summary>How <c>compensation: gptq</c> chooses the weights that pruning removes.</summary>

@@ -176,6 +176,12 @@ internal static class MixedPrecisionSearch
             else
             {
                 var importance = options.Omega == OmegaKind.HessianDiagonal ? PreparedTensor.ImportanceWeights(analysed[t].Diagonal!) : null;
+                var layer = options.Omega is OmegaKind.OutputError or OmegaKind.RelativeOutputError ? inputs.LayerHessians?.GetValueOrDefault(plan.Weight.Name) : null;
+
+                // The float output's energy tr(W H W^T) (the error of rounding everything to zero), once per tensor.
+                var scale = layer is not null && options.Omega == OmegaKind.RelativeOutputError
+                    ? 1 / Math.Max(double.Epsilon, layer.OutputError(values[t], new float[values[t].Length]))
+                    : 1;
                 candidates[t] = Enumerable.Range(0, sparsityCount).SelectMany(s =>
                 {
                     var mask = MaskFor(t, s);
@@ -184,11 +190,10 @@ internal static class MixedPrecisionSearch
                     {
                         cancellation.ThrowIfCancellationRequested();
                         var quantized = Candidate(plan, prepared, bits, settings, values[t], mask, CompensationOf(t));
-                        var layer = options.Omega == OmegaKind.OutputError ? inputs.LayerHessians?.GetValueOrDefault(plan.Weight.Name) : null;
                         var omega = options.Omega == OmegaKind.Measured
                             ? Math.Max(0, inputs.MeasureLoss!(plan.Weight.Name, quantized.Dequantize()))
                             : layer is not null
-                            ? layer.OutputError(values[t], quantized.Dequantize())
+                            ? layer.OutputError(values[t], quantized.Dequantize()) * scale
                             : importance is null
                             ? analysed[t].Sensitivity * TensorQuantizer.SquaredError(quantized, values[t])
                             : TensorQuantizer.WeightedSquaredError(quantized, values[t], importance);

@@ -83,6 +83,14 @@ public sealed class LayerHessiansTests : IDisposable
             Assert.Equal(before, hessians[weight.Name].OutputError(values, plain.Dequantize()), before * 1e-9);
             Assert.True(after <= before * (1 + 1e-6), $"{weight.Name}: compensated {after}, plain {before}");
             Assert.Equal(plain.Parameters, compensated.Parameters);
+
+            // Uniform ranges clipped to the layer: other levels, never a larger output error than plain rounding.
+            var clipped = Compensator.Apply(plain, values, mask, hessians[weight.Name], new CompensationOptions(ClipRanges: true));
+            Assert.True(Energy(hessians[weight.Name], values, clipped.Dequantize()) <= before * (1 + 1e-6), $"{weight.Name}: clipped ranges above plain");
+            if (method != QuantizationMethods.Uniform)
+            {
+                Assert.Equal(plain.Parameters, clipped.Parameters);
+            }
             Assert.True(Energy(hessians[weight.Name], values, bySaliency.Dequantize()) <= before * (1 + 1e-6), $"{weight.Name}: saliency mask above plain");
             if (mask is not null)
             {

@@ -19,20 +19,20 @@ internal sealed class ActivationsStage : PipelineStage
     {
         ArgumentNullException.ThrowIfNull(gptq);
         return new CompensationOptions(gptq.Dampening, gptq.Order == GptqOrder.DescendingDiagonal ? ColumnOrder.DescendingHessianDiagonal : ColumnOrder.Natural,
-            Mask: gptq.Mask == GptqMask.Magnitude ? MaskSelection.Magnitude : MaskSelection.Saliency);
+            Mask: gptq.Mask == GptqMask.Magnitude ? MaskSelection.Magnitude : MaskSelection.Saliency, ClipRanges: gptq.Clip);
     }
 
     public override void Run(ModelJob job, StageContext context)
     {
         var quantization = job.Policy.Quantization;
-        if (quantization.Compensation == CompensationKind.None && quantization.Omega != OmegaKind.OutputError)
+        if (quantization.Compensation == CompensationKind.None && quantization.Omega is not (OmegaKind.OutputError or OmegaKind.RelativeOutputError))
         {
             job.LayerHessians = null;
             return;
         }
 
         var (key, what) = quantization.Compensation == CompensationKind.None
-            ? ("omega", "quantization.omega is output-error")
+            ? ("omega", $"quantization.omega is {(quantization.Omega == OmegaKind.OutputError ? "output-error" : "relative-output-error")}")
             : ("compensation", "quantization.compensation is gptq");
         var calibration = job.Calibration ?? throw new QuantException(ErrorCode.PolicyMissingKey,
             $"{what}, which measures each layer's inputs on calibration samples: add data.calibration (an .npz file; labels are not needed), or turn it off.",
