@@ -68,6 +68,7 @@ public static class QuantizedModel
 
     /// <summary>Creates a session for an already verified blob.</summary>
     /// <exception cref="QuantBlobException">A coded stream in the blob is corrupt.</exception>
+    /// <exception cref="OnnxRuntimeNotFoundException">The application has no ONNX Runtime native package.</exception>
     public static InferenceSession CreateSession(QuantBlob blob, SessionOptions? options = null)
     {
         if (blob is null)
@@ -78,6 +79,41 @@ public static class QuantizedModel
         // The weights go in as initializers of the model bytes, which ONNX Runtime copies while it loads: the
         // session owns everything it needs, and the caller's options stay untouched and reusable.
         var model = blob.DecodeOnnxModel();
-        return options is null ? new InferenceSession(model) : new InferenceSession(model, options);
+        return WithNativeAdvice(() => options is null ? new InferenceSession(model) : new InferenceSession(model, options));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="create"/>, turning the failure to load ONNX Runtime's native library (a
+    /// <see cref="DllNotFoundException"/>, possibly inside the <see cref="TypeInitializationException"/> of ONNX
+    /// Runtime's native methods) into an <see cref="OnnxRuntimeNotFoundException"/> that names the package to add.
+    /// </summary>
+    internal static T WithNativeAdvice<T>(Func<T> create)
+    {
+        try
+        {
+            return create();
+        }
+        catch (Exception e) when (e is not OnnxRuntimeNotFoundException && IsMissingNativeLibrary(e))
+        {
+            throw new OnnxRuntimeNotFoundException(OnnxRuntimeNotFoundException.Advice, e);
+        }
+    }
+
+    private static bool IsMissingNativeLibrary(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+        {
+            if (e is DllNotFoundException)
+            {
+                return true;
+            }
+
+            if (e is not TypeInitializationException)
+            {
+                return false;
+            }
+        }
+
+        return false;
     }
 }

@@ -53,10 +53,29 @@ public sealed partial class ConsumerBuildTests
             Assert.DoesNotContain(tool.Entries, e => e.Name.StartsWith("libtorch", StringComparison.Ordinal) || e.Name == "torch_cpu.dll");
         }
 
+        Assert.DoesNotContain("QT1008", first.Output, StringComparison.Ordinal);
+
         var second = app.Build();
         Assert.True(second.Exit == 0, second.Output);
         Assert.DoesNotContain(EngineRan, second.Output, StringComparison.Ordinal);
         Assert.Contains("Skipping target \"QuantCompress\"", second.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void An_app_without_ONNX_Runtimes_native_package_is_warned_when_it_builds_and_told_what_to_add_when_it_runs()
+    {
+        // What a user gets with only `dotnet add package QuantTasks` and `QuantTasks.Runtime`: the managed API, no native.
+        using var app = new ConsumerProject(_feed, nativeOnnxRuntime: false);
+        app.WritePolicy(sensitivity: "none");
+
+        var build = app.Build();
+        Assert.True(build.Exit == 0, build.Output);
+        Assert.Matches(@"Consumer\.csproj(\(\d+,\d+\))? ?: warning QT1008: Consumer compiles QuantTasks loaders, but no ONNX Runtime native library", build.Output);
+
+        var run = DotNet.Run(app.Folder, "run", "--no-build");
+        Assert.NotEqual(0, run.Exit);
+        Assert.Contains("OnnxRuntimeNotFoundException", run.Output, StringComparison.Ordinal);
+        Assert.Contains("dotnet add package Microsoft.ML.OnnxRuntime", run.Output, StringComparison.Ordinal);
     }
 
     [Fact]

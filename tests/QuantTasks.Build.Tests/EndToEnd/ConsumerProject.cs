@@ -13,7 +13,12 @@ internal sealed class ConsumerProject : IDisposable
 
     private readonly PackageFeed _feed;
 
-    public ConsumerProject(PackageFeed feed, string? cacheFolder = null, bool usesModel = true)
+    /// <param name="feed">The local feed.</param>
+    /// <param name="cacheFolder">The content cache, or null for one inside the project.</param>
+    /// <param name="usesModel">Whether Program.cs opens the compressed model.</param>
+    /// <param name="nativeOnnxRuntime">Whether the app references ONNX Runtime's native package (or, as users who
+    /// add only QuantTasks and QuantTasks.Runtime do, only the managed API that comes with them).</param>
+    public ConsumerProject(PackageFeed feed, string? cacheFolder = null, bool usesModel = true, bool nativeOnnxRuntime = true)
     {
         _feed = feed;
         Folder = Path.Combine(Path.GetTempPath(), "quanttasks-tests", "consumer-" + Guid.NewGuid().ToString("N"));
@@ -45,7 +50,9 @@ internal sealed class ConsumerProject : IDisposable
               </PropertyGroup>
               <ItemGroup>
                 <PackageReference Include="QuantTasks" Version="{feed.Version}" />
-                <PackageReference Include="Microsoft.ML.OnnxRuntime" Version="1.31.1" />
+                {(nativeOnnxRuntime
+                    ? "<PackageReference Include=\"Microsoft.ML.OnnxRuntime\" Version=\"1.31.1\" />"
+                    : $"<PackageReference Include=\"QuantTasks.Runtime\" Version=\"{feed.Version}\" />")}
               </ItemGroup>
             </Project>
             """);
