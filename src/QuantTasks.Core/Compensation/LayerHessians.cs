@@ -203,19 +203,20 @@ internal static class LayerHessians
         /// <summary>Adds this batch's x x^T into <paramref name="grams"/>; returns how many vectors x it held.</summary>
         public long Accumulate(float[] values, long[] shape, double[][] grams)
         {
+            var scratch = new GramScratch(Columns);
             if (Node.OpType != "Conv")
             {
                 // Every leading index is one vector of Columns inputs.
                 var count = values.Length / Columns;
-                AddRows(grams[0], values, 0, count, Columns, Columns);
+                AddRows(grams[0], values, 0, count, Columns, Columns, scratch);
                 return count;
             }
 
-            return AccumulatePatches(values, shape, grams);
+            return AccumulatePatches(values, shape, grams, scratch);
         }
 
         // im2col, one output position at a time: the patch of each group is a vector of (channel, kernel offset).
-        private long AccumulatePatches(float[] values, long[] shape, double[][] grams)
+        private long AccumulatePatches(float[] values, long[] shape, double[][] grams, GramScratch scratch)
         {
             var spatial = shape.Length - 2;
             var kernel = Weight.Shape.Skip(2).Select(d => (int)d).ToArray();
@@ -264,13 +265,13 @@ internal static class LayerHessians
 
                         if (++filled == RowsPerProduct)
                         {
-                            AddRows(grams[g], patch, 0, filled, Columns, Columns);
+                            AddRows(grams[g], patch, 0, filled, Columns, Columns, scratch);
                             filled = 0;
                         }
                     }
                 }
 
-                AddRows(grams[g], patch, 0, filled, Columns, Columns);
+                AddRows(grams[g], patch, 0, filled, Columns, Columns, scratch);
                 count = (long)batch * positions;
             }
 
@@ -293,21 +294,23 @@ internal static class LayerHessians
     // Rows per product when adding to a Gram matrix: the kernel's inner block.
     private const int RowsPerProduct = 256;
 
+    // The product's operands for up to RowsPerProduct rows of n inputs, made once per batch and layer.
+    private sealed class GramScratch(int n)
+    {
+        public double[] Rows { get; } = new double[(long)RowsPerProduct * n];
+
+        public double[] NegatedTranspose { get; } = new double[(long)n * RowsPerProduct];
+    }
+
     // gram += X^T X over the `count` rows of X (length n, at `stride`), as the product kernel's C -= (-X^T) X, in
     // chunks of rows: compute-bound tiles instead of one strided dot product per entry.
-    private static void AddRows(double[] gram, float[] rows, int first, int count, int n, int stride)
+    private static void AddRows(double[] gram, float[] rows, int first, int count, int n, int stride, GramScratch scratch)
     {
-        var chunk = Math.Min(RowsPerProduct, count);
-        if (chunk <= 0)
+        var x = scratch.Rows;
+        var negatedTranspose = scratch.NegatedTranspose;
+        for (var r0 = 0; r0 < count; r0 += RowsPerProduct)
         {
-            return;
-        }
-
-        var negatedTranspose = new double[(long)n * chunk];
-        var x = new double[(long)chunk * n];
-        for (var r0 = 0; r0 < count; r0 += chunk)
-        {
-            var depth = Math.Min(chunk, count - r0);
+            var depth = Math.Min(RowsPerProduct, count - r0);
             for (var r = 0; r < depth; r++)
             {
                 var row = (long)(first + r0 + r) * stride;

@@ -243,6 +243,13 @@ internal enum OmegaKind
     RelativeOutputError,
 }
 
+/// <summary>What the Omega kinds need.</summary>
+internal static class OmegaKinds
+{
+    /// <summary>Whether the Omega is computed from the layers' input Hessians (so the activations stage must run).</summary>
+    public static bool UsesLayerHessians(this OmegaKind omega) => omega is OmegaKind.OutputError or OmegaKind.RelativeOutputError;
+}
+
 /// <summary>How the bit search allocates bits.</summary>
 internal enum SearchAlgorithm
 {

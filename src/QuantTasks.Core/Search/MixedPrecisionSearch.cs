@@ -176,7 +176,7 @@ internal static class MixedPrecisionSearch
             else
             {
                 var importance = options.Omega == OmegaKind.HessianDiagonal ? PreparedTensor.ImportanceWeights(analysed[t].Diagonal!) : null;
-                var layer = options.Omega is OmegaKind.OutputError or OmegaKind.RelativeOutputError ? inputs.LayerHessians?.GetValueOrDefault(plan.Weight.Name) : null;
+                var layer = options.Omega.UsesLayerHessians() ? inputs.LayerHessians?.GetValueOrDefault(plan.Weight.Name) : null;
 
                 // The float output's energy tr(W H W^T) (the error of rounding everything to zero), once per tensor.
                 var scale = layer is not null && options.Omega == OmegaKind.RelativeOutputError

@@ -113,6 +113,19 @@ public sealed class PolicyLoaderTests : IDisposable
     }
 
     [Theory]
+    [InlineData("  omega: relative-output-errors", 10, "relative-output-error")]
+    [InlineData("  gptq:\n    clip: maybe", 11, "clip")]
+    [InlineData("  gptq:\n    clip: [true]", 11, "clip")]
+    public void A_wrong_value_for_the_compensation_keys_is_refused_at_its_line(string entry, int line, string expected)
+    {
+        var error = Fails(Valid.Replace("  method: hessian-kmeans", "  method: hessian-kmeans\n" + entry, StringComparison.Ordinal));
+
+        Assert.True(error.Code is ErrorCode.PolicyInvalidValue or ErrorCode.PolicyWrongType, error.ToString());
+        Assert.Equal(line, error.Location!.Line);
+        Assert.Contains(expected, error.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
     [InlineData("budget: {}", "names no budget")]
     [InlineData("budget: {compression_ratio: 8, average_bits: 4}", "names 2 budgets")]
     public void A_budget_with_zero_or_two_forms_is_QT1105(string budget, string expected)

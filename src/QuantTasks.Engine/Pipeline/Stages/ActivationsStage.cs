@@ -1,3 +1,4 @@
+using System.Text.Json;
 using QuantTasks.Compensation;
 using QuantTasks.Diagnostics;
 using QuantTasks.Policy;
@@ -25,14 +26,14 @@ internal sealed class ActivationsStage : PipelineStage
     public override void Run(ModelJob job, StageContext context)
     {
         var quantization = job.Policy.Quantization;
-        if (quantization.Compensation == CompensationKind.None && quantization.Omega is not (OmegaKind.OutputError or OmegaKind.RelativeOutputError))
+        if (quantization.Compensation == CompensationKind.None && !quantization.Omega.UsesLayerHessians())
         {
             job.LayerHessians = null;
             return;
         }
 
         var (key, what) = quantization.Compensation == CompensationKind.None
-            ? ("omega", $"quantization.omega is {(quantization.Omega == OmegaKind.OutputError ? "output-error" : "relative-output-error")}")
+            ? ("omega", $"quantization.omega is {JsonNamingPolicy.KebabCaseLower.ConvertName(quantization.Omega.ToString())}")
             : ("compensation", "quantization.compensation is gptq");
         var calibration = job.Calibration ?? throw new QuantException(ErrorCode.PolicyMissingKey,
             $"{what}, which measures each layer's inputs on calibration samples: add data.calibration (an .npz file; labels are not needed), or turn it off.",
