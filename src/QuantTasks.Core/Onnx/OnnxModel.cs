@@ -180,6 +180,28 @@ internal sealed class OnnxModel
         return null;
     }
 
+    /// <summary>
+    /// A copy of the model with new float32 values for some tensors (initializers or <c>Constant</c> nodes), the
+    /// rest unchanged: what fine-tuning hands on after training biases. It keeps this model's paths.
+    /// </summary>
+    public OnnxModel WithFloatValues(IReadOnlyDictionary<string, float[]> values)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        var copy = new OnnxModel(Proto.Clone(), Path, FullPath);
+        foreach (var (name, data) in values)
+        {
+            var tensor = FindTensor(copy.Graph, name) ?? throw new ArgumentException($"The model has no tensor named '{name}'.", nameof(values));
+            if (tensor.DataType != (int)TensorProto.Types.DataType.Float || TensorValues.ElementCount(tensor) != data.Length)
+            {
+                throw new ArgumentException($"Tensor '{name}' is not float32 with {data.Length} elements.", nameof(values));
+            }
+
+            SetFloatValues(tensor, data);
+        }
+
+        return copy;
+    }
+
     /// <summary>Replaces a tensor's contents by float32 <paramref name="values"/> in place (inline raw data).</summary>
     public static void SetFloatValues(TensorProto tensor, float[] values)
     {

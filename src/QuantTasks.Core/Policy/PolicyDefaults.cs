@@ -47,6 +47,33 @@ internal static class PolicyDefaults
     /// <summary>The accuracy gate's allowance, in percentage points.</summary>
     public const double MaxDrop = 0.5;
 
+    /// <summary>Fine-tuning's passes over the training samples.</summary>
+    public const int FinetuneEpochs = 10;
+
+    /// <summary>Fine-tuning's samples per step.</summary>
+    public const int FinetuneBatchSize = 64;
+
+    /// <summary>Fine-tuning's first learning rate (Adam's usual one).</summary>
+    public const double FinetuneLearningRate = 0.001;
+
+    /// <summary>Momentum of fine-tuning with SGD.</summary>
+    public const double FinetuneMomentum = 0.9;
+
+    /// <summary>Distillation's temperature: softens the float model's outputs so that its second choices teach too.</summary>
+    public const double FinetuneTemperature = 2;
+
+    /// <summary>Weight of cross-entropy against distillation in a mixed loss.</summary>
+    public const double FinetuneAlpha = 0.5;
+
+    /// <summary>Fraction of the training samples held out for early stopping.</summary>
+    public const double FinetuneValidation = 0.1;
+
+    /// <summary>Epochs without progress on the held-out samples before fine-tuning stops.</summary>
+    public const int FinetunePatience = 3;
+
+    /// <summary>Unfreezing stages of HAWQ's order.</summary>
+    public const int FinetuneStages = 3;
+
     /// <summary>Candidate bit widths.</summary>
     public static IReadOnlyList<int> Bits { get; } = [2, 3, 4, 5, 6, 8];
 

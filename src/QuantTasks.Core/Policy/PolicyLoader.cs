@@ -159,6 +159,11 @@ internal static class PolicyLoader
             named.Add(("/data/evaluation", evaluation, "evaluation data file"));
         }
 
+        if (policy.Data.Training is { } training)
+        {
+            named.Add(("/data/training", training, "training data file"));
+        }
+
         foreach (var (pointer, value, what) in named)
         {
             var at = document.ValuePosition(pointer);
@@ -205,6 +210,25 @@ internal static class PolicyLoader
             yield return new QuantException(ErrorCode.PolicyMissingKey,
                 $"sensitivity.method is {policy.Sensitivity.Method.ToString().ToLowerInvariant()}, which needs calibration data: add data.calibration (an .npz file), or set sensitivity.method: none.",
                 new SourceLocation(loaded.Path, at.Line, at.Column));
+        }
+
+        if (policy.Finetune is { } finetune)
+        {
+            if (policy.Data.Training is null)
+            {
+                var at = document.ValuePosition("/finetune");
+                yield return new QuantException(ErrorCode.PolicyMissingKey,
+                    "finetune needs training samples: add data.training (an .npz file, labels optional, disjoint from data.evaluation), or remove the finetune section.",
+                    new SourceLocation(loaded.Path, at.Line, at.Column));
+            }
+
+            if (finetune.Order == FinetuneOrder.Hawq && policy.Sensitivity.Method == SensitivityMethod.None)
+            {
+                var at = document.ValuePosition("/finetune/order");
+                yield return new QuantException(ErrorCode.PolicyInvalidValue,
+                    "finetune.order is hawq, which unfreezes tensors by the analysis's sensitivity, but sensitivity.method is none. Use order: joint, or turn the analysis on.",
+                    new SourceLocation(loaded.Path, at.Line, at.Column));
+            }
         }
 
         var names = new HashSet<string>(StringComparer.Ordinal);

@@ -34,6 +34,7 @@ internal static class PolicyTemplate
         Line(evaluation is null
             ? "  # evaluation: data/test.npz         # samples for the accuracy gate (.npz; labels optional)"
             : $"  evaluation: {Quote(evaluation)}  # samples for the accuracy gate (labels optional)");
+        Line("  # training: data/train.npz          # samples for finetune (.npz; labels optional), disjoint from evaluation");
         Line("sensitivity:");
         Line(calibration is null
             ? "  method: none                       # trace | eigenvalue | none; trace needs data.calibration"
@@ -81,6 +82,23 @@ internal static class PolicyTemplate
         Line("accuracy:");
         Line("  metric: top1                       # top1 | agreement | cosine");
         Line(Invariant($"  max_drop: {PolicyDefaults.MaxDrop}").PadRight(37) + "# percentage points; more fails the build");
+        Line("# finetune:                          # train the shared values after quantizing (needs data.training); sizes stay");
+        Line("#   mode: shared                     #   shared (levels, symbols fixed) | qat (float weights quantization-aware, search again, then levels)");
+        Line(Invariant($"#   epochs: {PolicyDefaults.FinetuneEpochs}").PadRight(37) + "#   per phase");
+        Line(Invariant($"#   batch_size: {PolicyDefaults.FinetuneBatchSize}"));
+        Line(Invariant($"#   learning_rate: {PolicyDefaults.FinetuneLearningRate}"));
+        Line("#   schedule: cosine                 #   cosine | constant | step");
+        Line("#   optimizer: adam                  #   adam | sgd");
+        Line(Invariant($"#   momentum: {PolicyDefaults.FinetuneMomentum}").PadRight(37) + "#   for optimizer: sgd");
+        Line("#   loss: auto                       #   auto (mixed with labels, distillation without) | cross-entropy | distillation | mixed");
+        Line(Invariant($"#   temperature: {PolicyDefaults.FinetuneTemperature}").PadRight(37) + "#   distillation's softening of the float model's outputs");
+        Line(Invariant($"#   alpha: {PolicyDefaults.FinetuneAlpha}").PadRight(37) + "#   weight of cross-entropy in loss: mixed");
+        Line(Invariant($"#   validation: {PolicyDefaults.FinetuneValidation}").PadRight(37) + "#   fraction of data.training held out for early stopping");
+        Line(Invariant($"#   patience: {PolicyDefaults.FinetunePatience}").PadRight(37) + "#   epochs without progress before stopping; 0 = never");
+        Line("#   order: joint                     #   joint | hawq (unfreeze the most sensitive tensors first)");
+        Line(Invariant($"#   stages: {PolicyDefaults.FinetuneStages}").PadRight(37) + "#   unfreezing stages of order: hawq");
+        Line("#   seed: 0                          #   shuffling and the held-out split");
+        Line("#   device: auto                     #   auto | cpu | cuda");
         return text.ToString();
     }
 

@@ -30,6 +30,9 @@ internal sealed class QuantPolicy
 
     /// <summary>The accuracy gate.</summary>
     public AccuracyOptions Accuracy { get; init; } = new();
+
+    /// <summary>Fine-tuning of the quantized model's shared values. Default (null): none.</summary>
+    public FinetuneOptions? Finetune { get; init; }
 }
 
 /// <summary>One model to compress.</summary>
@@ -56,6 +59,9 @@ internal sealed class DataOptions
 
     /// <summary>Samples for the accuracy gate. Default (null): none, and no gate.</summary>
     public string? Evaluation { get; init; }
+
+    /// <summary>Samples for fine-tuning (labels optional). Default (null): none; <c>finetune</c> needs it.</summary>
+    public string? Training { get; init; }
 }
 
 /// <summary>Which sensitivity measure the bit search uses.</summary>
@@ -426,4 +432,127 @@ internal sealed class AccuracyOptions
 
     /// <summary>Largest allowed drop, in percentage points. Default: 0.5.</summary>
     public double MaxDrop { get; init; } = PolicyDefaults.MaxDrop;
+}
+
+/// <summary>What fine-tuning minimises.</summary>
+internal enum FinetuneLoss
+{
+    /// <summary>Mixed when the training file has labels, distillation when it has none. The default.</summary>
+    Auto,
+
+    /// <summary>Cross-entropy against the labels.</summary>
+    CrossEntropy,
+
+    /// <summary>Divergence from the float model's outputs at a temperature; needs no labels.</summary>
+    Distillation,
+
+    /// <summary>alpha x cross-entropy + (1 - alpha) x distillation.</summary>
+    Mixed,
+}
+
+/// <summary>The optimizer of fine-tuning.</summary>
+internal enum FinetuneOptimizer
+{
+    /// <summary>Adam. The default.</summary>
+    Adam,
+
+    /// <summary>Stochastic gradient descent with momentum.</summary>
+    Sgd,
+}
+
+/// <summary>How the learning rate changes over the epochs.</summary>
+internal enum LearningRateSchedule
+{
+    /// <summary>Half a cosine from the learning rate down to zero. The default.</summary>
+    Cosine,
+
+    /// <summary>The same rate throughout.</summary>
+    Constant,
+
+    /// <summary>A tenth of the rate after half the epochs, a hundredth after three quarters.</summary>
+    Step,
+}
+
+/// <summary>What fine-tuning trains.</summary>
+internal enum FinetuneMode
+{
+    /// <summary>The shared values (levels, scales and offsets) and the float tensors; symbols stay. The default.</summary>
+    Shared,
+
+    /// <summary>
+    /// First the float weights, quantization-aware (rounded to the current levels in the forward pass, the
+    /// rounding passed straight through in the backward pass), then the search and quantization again on the
+    /// trained weights under the same budget, then the shared values as in <see cref="Shared"/>: twice the epochs,
+    /// for more ratio at the same accuracy.
+    /// </summary>
+    Qat,
+}
+
+/// <summary>Which tensors train when.</summary>
+internal enum FinetuneOrder
+{
+    /// <summary>All quantized and float tensors from the first epoch. The default.</summary>
+    Joint,
+
+    /// <summary>
+    /// HAWQ's order: the quantized tensors are unfrozen in stages, the most sensitive first (by the analysis's
+    /// sensitivity); the float tensors train throughout.
+    /// </summary>
+    Hawq,
+}
+
+/// <summary>
+/// Fine-tuning after quantization: every quantized tensor keeps its symbols and pruning mask, and its shared
+/// values (codebook levels, or uniform scales and offsets) are trained, each level by the sum of its weights'
+/// gradients; float tensors (biases, keep_float) train freely. The coded size is the one the search chose.
+/// </summary>
+internal sealed class FinetuneOptions
+{
+    /// <summary>Default: <see cref="FinetuneMode.Shared"/>.</summary>
+    public FinetuneMode Mode { get; init; } = FinetuneMode.Shared;
+
+    /// <summary>Passes over the training samples (per phase of <c>mode: qat</c>). Default: 10.</summary>
+    public int Epochs { get; init; } = PolicyDefaults.FinetuneEpochs;
+
+    /// <summary>Samples per step. Default: 64.</summary>
+    public int BatchSize { get; init; } = PolicyDefaults.FinetuneBatchSize;
+
+    /// <summary>The first epoch's learning rate. Default: 0.001.</summary>
+    public double LearningRate { get; init; } = PolicyDefaults.FinetuneLearningRate;
+
+    /// <summary>Default: <see cref="LearningRateSchedule.Cosine"/>.</summary>
+    public LearningRateSchedule Schedule { get; init; } = LearningRateSchedule.Cosine;
+
+    /// <summary>Default: <see cref="FinetuneOptimizer.Adam"/>.</summary>
+    public FinetuneOptimizer Optimizer { get; init; } = FinetuneOptimizer.Adam;
+
+    /// <summary>Momentum of <c>optimizer: sgd</c>. Default: 0.9.</summary>
+    public double Momentum { get; init; } = PolicyDefaults.FinetuneMomentum;
+
+    /// <summary>Default: <see cref="FinetuneLoss.Auto"/>.</summary>
+    public FinetuneLoss Loss { get; init; } = FinetuneLoss.Auto;
+
+    /// <summary>Distillation's temperature. Default: 2.</summary>
+    public double Temperature { get; init; } = PolicyDefaults.FinetuneTemperature;
+
+    /// <summary>Weight of cross-entropy in <c>loss: mixed</c>. Default: 0.5.</summary>
+    public double Alpha { get; init; } = PolicyDefaults.FinetuneAlpha;
+
+    /// <summary>Fraction of the training samples held out for early stopping. Default: 0.1.</summary>
+    public double Validation { get; init; } = PolicyDefaults.FinetuneValidation;
+
+    /// <summary>Epochs without a better held-out loss before training stops; 0 never stops early. Default: 3.</summary>
+    public int Patience { get; init; } = PolicyDefaults.FinetunePatience;
+
+    /// <summary>Default: <see cref="FinetuneOrder.Joint"/>.</summary>
+    public FinetuneOrder Order { get; init; } = FinetuneOrder.Joint;
+
+    /// <summary>Unfreezing stages of <c>order: hawq</c>. Default: 3.</summary>
+    public int Stages { get; init; } = PolicyDefaults.FinetuneStages;
+
+    /// <summary>Seed of the shuffling and of the held-out split. Default: 0.</summary>
+    public long Seed { get; init; }
+
+    /// <summary>Default: <see cref="DeviceKind.Auto"/>.</summary>
+    public DeviceKind Device { get; init; } = DeviceKind.Auto;
 }

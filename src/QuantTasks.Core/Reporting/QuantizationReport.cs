@@ -25,6 +25,29 @@ internal sealed record TensorReport(string Name, long Params, int Bits, string M
 /// <param name="Samples">Evaluation samples.</param>
 internal sealed record AccuracyReport(string Metric, double Baseline, double Quantized, double Drop, double MaxDrop, bool Passed, int Samples);
 
+/// <summary>One epoch of fine-tuning.</summary>
+/// <param name="Epoch">1 for the first pass; 0 is the quantized model before any step.</param>
+/// <param name="Phase">qat (float weights, quantization-aware) or shared (the levels of the final symbols).</param>
+/// <param name="Stage">The unfreezing stage (always 1 in joint order).</param>
+/// <param name="LearningRate">The epoch's learning rate (0 for epoch 0).</param>
+/// <param name="TrainingLoss">Mean loss over the epoch's steps (null for epoch 0).</param>
+/// <param name="HeldOutLoss">Mean loss on the held-out samples after the epoch, or null without them.</param>
+/// <param name="HeldOutAccuracy">Top-1 (labels) or agreement with the float model, in percent, on the held-out samples; null when it has no meaning.</param>
+internal sealed record EpochReport(int Epoch, string Phase, int Stage, double LearningRate, double? TrainingLoss, double? HeldOutLoss, double? HeldOutAccuracy);
+
+/// <summary>What fine-tuning did: the training curve and the epoch whose values the blob keeps.</summary>
+/// <param name="Loss">cross-entropy, distillation or mixed.</param>
+/// <param name="Metric">top1, agreement, or null (values compared by squared error).</param>
+/// <param name="TrainingSamples">Samples the optimizer saw each epoch.</param>
+/// <param name="HeldOutSamples">Samples held out.</param>
+/// <param name="BestEpoch">The epoch kept (lowest held-out loss; the last without held-out samples; 0 when no epoch improved on the quantized model).</param>
+/// <param name="StoppedEarly">Whether patience ran out before the last epoch.</param>
+/// <param name="Seconds">Wall time of the training.</param>
+/// <param name="Parameters">Trained values: shared levels, scales and offsets, float tensors.</param>
+/// <param name="Epochs">The curve, from epoch 0.</param>
+internal sealed record TrainingReport(string Loss, string? Metric, int TrainingSamples, int HeldOutSamples, int BestEpoch, bool StoppedEarly,
+    double Seconds, long Parameters, IReadOnlyList<EpochReport> Epochs);
+
 /// <summary>One model's result, as <c>report.json</c> lists it (the product contract's keys).</summary>
 /// <param name="Name">The model's name (class name without "Model").</param>
 /// <param name="Source">The ONNX file.</param>
@@ -39,6 +62,7 @@ internal sealed record AccuracyReport(string Metric, double Baseline, double Qua
 /// <param name="Tensors">Per tensor.</param>
 /// <param name="ContentHash">Hex SHA-256 of the inputs.</param>
 /// <param name="Stages">Seconds per pipeline stage (load, analyze, search, encode, evaluate, generate; "cache hit" when cached).</param>
+/// <param name="Finetune">The fine-tuning curve, when the policy fine-tunes.</param>
 internal sealed record ModelReport(
     string Name,
     string Source,
@@ -52,7 +76,8 @@ internal sealed record ModelReport(
     AccuracyReport? Accuracy,
     IReadOnlyList<TensorReport> Tensors,
     string ContentHash,
-    IReadOnlyDictionary<string, double>? Stages = null);
+    IReadOnlyDictionary<string, double>? Stages = null,
+    TrainingReport? Finetune = null);
 
 /// <summary><c>report.json</c> and <c>report.md</c>.</summary>
 /// <param name="Models">Every model of the policy.</param>
@@ -89,6 +114,19 @@ internal sealed record QuantizationReport(IReadOnlyList<ModelReport> Models)
                 Line(Invariant($"Accuracy ({a.Metric}, {a.Samples} samples): float {a.Baseline:0.00}%, quantized {a.Quantized:0.00}%, drop {a.Drop:0.00} pp (limit {a.MaxDrop:0.00} pp): **{(a.Passed ? "passed" : "FAILED")}**."));
             }
 
+            if (model.Finetune is { } f)
+            {
+                Line();
+                Line(Invariant($"Fine-tuned ({f.Loss}) on {f.TrainingSamples:N0} samples with {f.HeldOutSamples:N0} held out, {f.Parameters:N0} trained values, {f.Seconds:0.0} s; kept epoch {f.BestEpoch}{(f.StoppedEarly ? ", stopped early" : "")}."));
+                Line();
+                Line($"| epoch | phase | stage | learning rate | training loss | held-out loss | held-out {f.Metric ?? "accuracy"} |");
+                Line("|---:|---|---:|---:|---:|---:|---:|");
+                foreach (var e in f.Epochs)
+                {
+                    Line(Invariant($"| {e.Epoch} | {e.Phase} | {e.Stage} | {e.LearningRate:G3} | {Figure(e.TrainingLoss, "0.0000")} | {Figure(e.HeldOutLoss, "0.0000")} | {Figure(e.HeldOutAccuracy, "0.00")} |"));
+                }
+            }
+
             if (model.Stages is { Count: > 0 } stages)
             {
                 Line();
@@ -106,6 +144,9 @@ internal sealed record QuantizationReport(IReadOnlyList<ModelReport> Models)
 
         return text.ToString();
     }
+
+    private static string Figure(double? value, string format) =>
+        value is { } v ? v.ToString(format, CultureInfo.InvariantCulture) : "-";
 
     private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
 }

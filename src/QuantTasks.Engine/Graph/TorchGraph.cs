@@ -88,7 +88,11 @@ internal sealed class TorchGraph : IDisposable
     /// <summary>Runs the graph on a batch and returns the requested outputs.</summary>
     /// <param name="inputs">Tensors for <see cref="InputNames"/>.</param>
     /// <param name="outputs">Names of the values to return.</param>
-    public Tensor[] Forward(IReadOnlyDictionary<string, Tensor> inputs, IReadOnlyList<string> outputs)
+    /// <param name="initializers">
+    /// Values that replace weights or other initializers of the same name for this pass (fine-tuning computes each
+    /// weight from its trained levels); null for the graph's own.
+    /// </param>
+    public Tensor[] Forward(IReadOnlyDictionary<string, Tensor> inputs, IReadOnlyList<string> outputs, IReadOnlyDictionary<string, Tensor>? initializers = null)
     {
         ArgumentNullException.ThrowIfNull(inputs);
         ArgumentNullException.ThrowIfNull(outputs);
@@ -96,6 +100,11 @@ internal sealed class TorchGraph : IDisposable
         foreach (var (weight, parameter) in _weights)
         {
             values[weight.Name] = parameter;
+        }
+
+        foreach (var (name, value) in initializers ?? new Dictionary<string, Tensor>())
+        {
+            values[name] = value;
         }
 
         foreach (var (name, value) in inputs)

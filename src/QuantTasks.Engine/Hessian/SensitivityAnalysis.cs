@@ -110,7 +110,7 @@ internal static class SensitivityAnalysis
         ArgumentNullException.ThrowIfNull(options);
         clock ??= Stopwatch.StartNew();
         LibTorch.EnsureLoaded(note);
-        var device = SelectDevice(options.Device, note);
+        var device = ComputeDevice.Select(options.Device, "sensitivity.device", "the Hessian analysis", note);
         if (weights.Count == 0)
         {
             return new SensitivityReport(model.Path, "none", 0, 0, device.type.ToString().ToLowerInvariant(), 0, []);
@@ -144,25 +144,5 @@ internal static class SensitivityAnalysis
         var loss = JsonNamingPolicy.KebabCaseLower.ConvertName(oracle.Loss.ToString());
         return new SensitivityReport(model.Path, loss, oracle.Samples, Math.Round(clock.Elapsed.TotalSeconds, 3),
             device.type.ToString().ToLowerInvariant(), probes, tensors);
-    }
-
-    private static torch.Device SelectDevice(DeviceKind kind, Action<string>? note)
-    {
-        var cuda = torch.cuda.is_available();
-        switch (kind)
-        {
-            case DeviceKind.Cuda when !cuda:
-                throw new QuantException(ErrorCode.CudaUnavailable,
-                    "sensitivity.device is cuda, but TorchSharp reports no CUDA device (this build of QuantTasks uses TorchSharp-cpu, or no GPU driver is loaded). Use device: auto or cpu.");
-            case DeviceKind.Cuda:
-                return torch.CUDA;
-            case DeviceKind.Auto when cuda:
-                return torch.CUDA;
-            case DeviceKind.Auto:
-                note?.Invoke("CUDA is not available; the Hessian analysis runs on the CPU.");
-                return torch.CPU;
-            default:
-                return torch.CPU;
-        }
     }
 }

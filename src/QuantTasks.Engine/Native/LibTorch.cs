@@ -56,6 +56,20 @@ internal static class LibTorch
         using var shifted = probe + 1.0;
         using var fromScalar = 1.0 - probe;
         using var added = probe.add(probe, 0.5);
+
+        // What fine-tuning's losses and optimizers use (in place updates with scalar factors among them).
+        using var state = probe.clone();
+        state.mul_(0.5).add_(probe, alpha: 0.5).addcmul_(probe, probe, value: 0.5).addcdiv_(probe, probe + 1, value: -0.5);
+        using var root = state.abs().div(2.0).sqrt_().add_(1e-8);
+        using var negated = -probe;
+        using var exponent = probe.exp();
+        using var chosen = torch.where(probe.gt(0), probe, negated);
+        using var logSigmoid = torch.nn.functional.logsigmoid(probe);
+        using var logSoftmax = torch.nn.functional.log_softmax(probe.reshape(1, -1), 1);
+        using var labels = torch.zeros(1, torch.ScalarType.Int64);
+        using var crossEntropy = torch.nn.functional.cross_entropy(probe.reshape(1, -1), labels);
+        using var moments = probe.square().mean() + probe.sum();
+        using var masked = probe.clone().masked_fill_(probe.gt(0), 0f);
     }
 
     /// <summary>

@@ -110,6 +110,15 @@ internal sealed class ModelJob
     /// </summary>
     public StoredTensor[] Tensors { get; set; } = [];
 
+    /// <summary>
+    /// The model whose graph the blob stores, when a refine stage trained its float initializers (biases); null
+    /// while the source model's own graph is stored. The source model stays the float baseline the gate compares with.
+    /// </summary>
+    public OnnxModel? RefinedModel { get; set; }
+
+    /// <summary>Fine-tuning's curve, when the policy fine-tunes.</summary>
+    public TrainingReport? Training { get; set; }
+
     // ---- encode, evaluate, report, generate ----
 
     /// <summary>The blob.</summary>

@@ -51,7 +51,7 @@ internal sealed record ModelArtifacts(ModelReport Report, string BlobPath, strin
 /// <summary>
 /// The whole job for a policy, one model at a time, as a list of stages over one <see cref="ModelJob"/>:
 /// <code>
-///   load -> plan -> analyze -> activations -> search -> quantize -> [refine...] -> encode -> evaluate -> report -> generate
+///   load -> plan -> analyze -> activations -> search -> quantize -> finetune -> [refine...] -> encode -> evaluate -> report -> generate
 /// </code>
 /// A cache hit at load ends a model's job there. Outputs are written only when every model has succeeded, and
 /// the accuracy gate is applied after they are, so that CI can publish the report of a failed gate.
@@ -89,12 +89,13 @@ internal sealed class QuantizationPipeline
     }
 
     /// <summary>
-    /// The product's stages. <paramref name="refine"/> go between quantize and encode: stages that change weight
-    /// values, codebook levels or float tensors (second-order compensation, fine-tuning), never symbols or masks.
+    /// The product's stages. Fine-tuning (a no-op without the policy's finetune section) and <paramref name="refine"/>
+    /// go between quantize and encode: stages that change weight values, codebook levels or float tensors, never
+    /// symbols or masks.
     /// </summary>
     public static IReadOnlyList<PipelineStage> DefaultStages(params PipelineStage[] refine) =>
     [
-        new LoadStage(), new PlanStage(), new AnalyzeStage(), new ActivationsStage(), new SearchStage(), new QuantizeStage(),
+        new LoadStage(), new PlanStage(), new AnalyzeStage(), new ActivationsStage(), new SearchStage(), new QuantizeStage(), new FinetuneStage(),
         .. refine,
         new EncodeStage(), new EvaluateStage(), new ReportStage(), new GenerateStage(),
     ];

@@ -125,6 +125,73 @@ public sealed class PolicyLoaderTests : IDisposable
         Assert.Contains(expected, error.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void A_finetune_section_binds_and_names_the_training_file()
+    {
+        _folder.Copy(Fixtures.Data("digits-calibration.npz"), "data/train.npz");
+        var loaded = PolicyLoader.Parse(Valid.Replace("  evaluation: data/test.npz", "  evaluation: data/test.npz\n  training: data/train.npz", StringComparison.Ordinal)
+            + "\nfinetune:\n  mode: qat\n  epochs: 4\n  optimizer: sgd\n  loss: distillation\n  temperature: 4\n", _folder.File("quant.yaml"));
+
+        var finetune = loaded.Policy.Finetune!;
+        Assert.Equal(FinetuneMode.Qat, finetune.Mode);
+        Assert.Equal(4, finetune.Epochs);
+        Assert.Equal(FinetuneOptimizer.Sgd, finetune.Optimizer);
+        Assert.Equal(FinetuneLoss.Distillation, finetune.Loss);
+        Assert.Equal(4, finetune.Temperature);
+        Assert.Equal(PolicyDefaults.FinetuneLearningRate, finetune.LearningRate);
+        Assert.Equal("data/train.npz", loaded.Policy.Data.Training);
+        Assert.Null(PolicyLoader.Parse(Valid, _folder.File("quant.yaml")).Policy.Finetune);
+    }
+
+    [Fact]
+    public void Finetune_without_training_data_is_refused_at_the_section()
+    {
+        var error = Fails(Valid + "\nfinetune:\n  epochs: 3\n");
+
+        Assert.Equal(ErrorCode.PolicyMissingKey, error.Code);
+        Assert.Equal(19, error.Location!.Line); // the section's first key
+        Assert.Contains("data.training", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_training_file_that_does_not_exist_is_refused_at_its_line()
+    {
+        var error = Fails(Valid.Replace("  evaluation: data/test.npz", "  evaluation: data/test.npz\n  training: data/missing.npz", StringComparison.Ordinal)
+            + "\nfinetune: {}\n");
+
+        Assert.Equal(ErrorCode.PolicyMissingFile, error.Code);
+        Assert.Equal(8, error.Location!.Line);
+    }
+
+    [Theory]
+    [InlineData("  mode: quat", "mode")]
+    [InlineData("  learning_rate: 0", "learning_rate")]
+    [InlineData("  epochs: 0", "epochs")]
+    [InlineData("  validation: 0.9", "validation")]
+    [InlineData("  loss: kl", "loss")]
+    [InlineData("  order: random", "order")]
+    public void A_wrong_finetune_value_is_refused_at_its_line(string entry, string expected)
+    {
+        _folder.Copy(Fixtures.Data("digits-calibration.npz"), "data/train.npz");
+        var error = Fails(Valid.Replace("  evaluation: data/test.npz", "  evaluation: data/test.npz\n  training: data/train.npz", StringComparison.Ordinal)
+            + "\nfinetune:\n" + entry + "\n");
+
+        Assert.True(error.Code is ErrorCode.PolicyInvalidValue or ErrorCode.PolicyWrongType, error.ToString());
+        Assert.Equal(20, error.Location!.Line);
+        Assert.Contains(expected, error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Hawq_order_without_the_analysis_is_refused_at_the_order()
+    {
+        _folder.Copy(Fixtures.Data("digits-calibration.npz"), "data/train.npz");
+        var error = Fails(Valid.Replace("  evaluation: data/test.npz", "  evaluation: data/test.npz\n  training: data/train.npz", StringComparison.Ordinal)
+            + "\nsensitivity:\n  method: none\nfinetune:\n  order: hawq\n");
+
+        Assert.Equal(ErrorCode.PolicyInvalidValue, error.Code);
+        Assert.Equal(22, error.Location!.Line);
+    }
+
     [Theory]
     [InlineData("budget: {}", "names no budget")]
     [InlineData("budget: {compression_ratio: 8, average_bits: 4}", "names 2 budgets")]

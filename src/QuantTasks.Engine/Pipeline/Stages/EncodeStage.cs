@@ -19,7 +19,7 @@ internal sealed class EncodeStage : PipelineStage
             ["source"] = Path.GetFileName(job.ModelPath),
             ["producer"] = "QuantTasks " + QuantizationPipeline.ToolVersion,
         };
-        job.Blob = BlobWriter.Write(job.Model, job.Tensors, job.Hash, metadata, job.Policy.Encoding.Entropy == EntropyCoding.Huffman);
+        job.Blob = BlobWriter.Write(job.RefinedModel ?? job.Model, job.Tensors, job.Hash, metadata, job.Policy.Encoding.Entropy == EntropyCoding.Huffman);
         foreach (var choice in job.Search.Tensors)
         {
             // A refine stage may change values, never sizes: symbols and masks stay as the search sized them.

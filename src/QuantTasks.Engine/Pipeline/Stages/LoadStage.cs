@@ -44,7 +44,7 @@ internal sealed class LoadStage : PipelineStage
     private static string[] InputFiles(LoadedPolicy loaded, OnnxModel model)
     {
         var folder = Path.GetDirectoryName(model.FullPath)!;
-        var data = new[] { loaded.Policy.Data.Calibration, loaded.Policy.Data.Evaluation }
+        var data = new[] { loaded.Policy.Data.Calibration, loaded.Policy.Data.Evaluation, loaded.Policy.Data.Training }
             .OfType<string>()
             .Select(loaded.Resolve);
         return new[] { model.FullPath }
@@ -68,7 +68,8 @@ internal sealed class LoadStage : PipelineStage
             .Add("model-options", JsonSerializer.Serialize(job.Options, PolicyLoader.BindingOptions))
             .Add("policy", policy.ToJsonString())
             .AddFile("calibration", loaded.Policy.Data.Calibration is { } c ? loaded.Resolve(c) : null)
-            .AddFile("evaluation", loaded.Policy.Data.Evaluation is { } e ? loaded.Resolve(e) : null);
+            .AddFile("evaluation", loaded.Policy.Data.Evaluation is { } e ? loaded.Resolve(e) : null)
+            .AddFile("training", loaded.Policy.Data.Training is { } t ? loaded.Resolve(t) : null);
         var folder = Path.GetDirectoryName(job.Model.FullPath)!;
         foreach (var location in job.Model.ExternalDataLocations)
         {

@@ -34,6 +34,7 @@ internal sealed class ReportStage : PipelineStage
             false,
             job.Accuracy,
             tensors,
-            job.Key);
+            job.Key,
+            Finetune: job.Training);
     }
 }
