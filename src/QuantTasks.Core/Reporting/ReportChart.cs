@@ -63,7 +63,49 @@ internal static class ReportChart
             y += RowHeight;
         }
 
-        return y;
+        return model.Finetune is { Epochs.Count: > 1 } training ? Curve(svg, training, y + 8) : y;
+    }
+
+    private const int CurveHeight = 90;
+
+    /// <summary>
+    /// Fine-tuning's curve under the model's bars: training and held-out loss per epoch (one shared linear scale
+    /// from zero), the kept epoch marked, and the held-out accuracy of the first and kept epochs written out.
+    /// </summary>
+    private static int Curve(StringBuilder svg, TrainingReport training, int top)
+    {
+        var x0 = LabelWidth;
+        var width = (2 * BarWidth) + 30;
+        var epochs = training.Epochs;
+        var losses = epochs.SelectMany(e => new[] { e.TrainingLoss, e.HeldOutLoss }).OfType<double>().Where(double.IsFinite).ToArray();
+        var high = losses.Length == 0 ? 1 : Math.Max(losses.Max(), 1e-12);
+        double X(int i) => x0 + (width * i / (double)Math.Max(epochs.Count - 1, 1));
+        double Y(double loss) => top + 16 + (CurveHeight * (1 - Math.Min(loss / high, 1)));
+
+        svg.Append(Invariant($"<text x=\"4\" y=\"{top + 12}\">fine-tuning ({Escape(training.Loss)}): loss per epoch</text>\n"));
+        svg.Append(Invariant($"<rect x=\"{x0}\" y=\"{top + 16}\" width=\"{width}\" height=\"{CurveHeight}\" fill=\"none\" stroke=\"#cccccc\"/>\n"));
+        Polyline(svg, epochs.Select((e, i) => (i, e.TrainingLoss)), X, Y, "#3b6fb6");
+        Polyline(svg, epochs.Select((e, i) => (i, e.HeldOutLoss)), X, Y, "#e08a2c");
+        var kept = epochs.Select((e, i) => (Epoch: e, Index: i)).LastOrDefault(p => p.Epoch.Epoch == training.BestEpoch);
+        if (kept.Epoch is { HeldOutLoss: { } keptLoss })
+        {
+            svg.Append(Invariant($"<circle cx=\"{X(kept.Index):0.#}\" cy=\"{Y(keptLoss):0.#}\" r=\"3\" fill=\"#e08a2c\"><title>kept epoch {training.BestEpoch}</title></circle>\n"));
+        }
+
+        var legend = top + CurveHeight + 30;
+        var accuracy = training.Metric is null || epochs[0].HeldOutAccuracy is null ? ""
+            : Invariant($"; held-out {training.Metric} {epochs[0].HeldOutAccuracy:0.00}% before, {(kept.Epoch ?? epochs[^1]).HeldOutAccuracy:0.00}% kept");
+        svg.Append(Invariant($"<text x=\"{x0}\" y=\"{legend}\"><tspan fill=\"#3b6fb6\">training</tspan> and <tspan fill=\"#e08a2c\">held-out</tspan> loss, 0 to {high:G3}; epochs 0 to {epochs[^1].Epoch}, kept {training.BestEpoch}{Escape(accuracy)}</text>\n"));
+        return legend + 6;
+    }
+
+    private static void Polyline(StringBuilder svg, IEnumerable<(int Index, double? Loss)> points, Func<int, double> x, Func<double, double> y, string colour)
+    {
+        var drawn = points.Where(p => p.Loss is { } l && double.IsFinite(l)).Select(p => Invariant($"{x(p.Index):0.#},{y(p.Loss!.Value):0.#}")).ToArray();
+        if (drawn.Length > 1)
+        {
+            svg.Append(Invariant($"<polyline points=\"{string.Join(' ', drawn)}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\"/>\n"));
+        }
     }
 
     private static string Escape(string text) => SecurityElement.Escape(text) ?? "";

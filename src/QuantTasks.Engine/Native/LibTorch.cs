@@ -39,6 +39,12 @@ internal static class LibTorch
     /// </summary>
     internal static Scalar One { get; private set; } = null!;
 
+    /// <summary>The scalar -1, made and kept like <see cref="One"/>: the alpha of subtractions (a.add(b, MinusOne)).</summary>
+    internal static Scalar MinusOne { get; private set; } = null!;
+
+    /// <summary>The scalar 0, made and kept like <see cref="One"/>: comparisons against zero.</summary>
+    internal static Scalar Zero { get; private set; } = null!;
+
     /// <summary>
     /// The first tensor operators run here, outside any dispose scope. A long analysis failed after thousands of
     /// Hessian-vector products with a corrupt scalar inside Tensor + Tensor ("toFloat: Expected false to be
@@ -48,6 +54,8 @@ internal static class LibTorch
     private static void WarmUpOutsideDisposeScopes(torch.Tensor probe)
     {
         One = 1.ToScalar();
+        MinusOne = (-1).ToScalar();
+        Zero = 0.ToScalar();
         using var sum = probe + probe;
         using var difference = probe - probe;
         using var product = probe * probe;

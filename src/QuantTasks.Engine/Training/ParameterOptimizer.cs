@@ -1,3 +1,4 @@
+using QuantTasks.Engine.Native;
 using QuantTasks.Policy;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -98,7 +99,7 @@ internal abstract class ParameterOptimizer : IDisposable
             v.mul_(_beta2).addcmul_(gradient, gradient, value: _oneMinusBeta2);
             using var secondCorrection = (1 - Math.Pow(Beta2, t)).ToScalar();
             using var stepSize = (-LearningRate / (1 - Math.Pow(Beta1, t))).ToScalar();
-            using var denominator = v.div(secondCorrection).sqrt_().add_(_epsilon);
+            using var denominator = v.div(secondCorrection).sqrt_().add_(_epsilon, LibTorch.One);
             parameter.addcdiv_(m, denominator, value: stepSize);
             GC.KeepAlive(secondCorrection);
             GC.KeepAlive(stepSize);
@@ -146,7 +147,7 @@ internal abstract class ParameterOptimizer : IDisposable
                 }
                 else
                 {
-                    buffer.mul_(_momentumScalar).add_(gradient);
+                    buffer.mul_(_momentumScalar).add_(gradient, LibTorch.One);
                 }
 
                 step = buffer;

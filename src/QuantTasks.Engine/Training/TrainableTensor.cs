@@ -1,5 +1,7 @@
 using QuantTasks.Blob;
+using QuantTasks.Engine.Native;
 using QuantTasks.Quantization;
+using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -103,6 +105,7 @@ internal sealed class CodebookLevels : TrainableTensor
     private readonly Tensor _units;
     private readonly Tensor _index;
     private readonly Tensor? _pinned;
+    private readonly Scalar _zero = 0f.ToScalar();
 
     public CodebookLevels(StoredTensor stored, QuantizedTensor quantized, Device device)
         : base(stored.Name, stored.Dims.ToArray())
@@ -157,7 +160,7 @@ internal sealed class CodebookLevels : TrainableTensor
         if (_pinned is not null)
         {
             using var _ = no_grad();
-            _levels.masked_fill_(_pinned, 0f);
+            _levels.masked_fill_(_pinned, _zero);
         }
     }
 
@@ -169,6 +172,7 @@ internal sealed class CodebookLevels : TrainableTensor
         _units.Dispose();
         _index.Dispose();
         _pinned?.Dispose();
+        _zero.Dispose();
     }
 }
 
@@ -238,14 +242,14 @@ internal sealed class UniformGrid : TrainableTensor
 
     private Tensor Offset(Tensor scale)
     {
-        var offset = _initialOffset + (_initialScale * _offsetSteps);
+        var offset = _initialOffset.add(_initialScale * _offsetSteps, LibTorch.One);
         return _zeroPinned is null ? offset : where(_zeroPinned, -(_zeroLevel! * scale), offset);
     }
 
     public override Tensor Weight()
     {
         var scale = Scale();
-        return (Offset(scale).index_select(0, _channel) + (_symbols * scale.index_select(0, _channel))).reshape(Dims);
+        return Offset(scale).index_select(0, _channel).add(_symbols * scale.index_select(0, _channel), LibTorch.One).reshape(Dims);
     }
 
     public override StoredTensor ToStored()
@@ -314,6 +318,8 @@ internal sealed class FreeValues : TrainableTensor
 /// </summary>
 internal sealed class QuantizationAwareWeights : TrainableTensor
 {
+    private readonly QuantizedTensor _quantized;
+    private readonly int _elementType;
     private readonly Parameter _values;
     private readonly Tensor _units;
     private readonly Tensor? _keep;
@@ -330,6 +336,8 @@ internal sealed class QuantizationAwareWeights : TrainableTensor
         ArgumentNullException.ThrowIfNull(stored);
         ArgumentNullException.ThrowIfNull(values);
         var q = stored.Quantized ?? throw new ArgumentException("Only quantized tensors train quantization-aware.", nameof(stored));
+        _quantized = q;
+        _elementType = stored.ElementType;
         var levels = 1 << q.Bits;
         var reconstructed = q.Dequantize();
         var channels = ChannelOf(q);
@@ -375,14 +383,14 @@ internal sealed class QuantizationAwareWeights : TrainableTensor
                 var length = Math.Min(chunk, flat.shape[0] - start);
                 var w = flat.narrow(0, start, length);
                 var levels = _table.index_select(0, _channel.narrow(0, start, length));
-                var nearest = (levels - w.unsqueeze(1)).abs().argmin(1, keepdim: true);
+                var nearest = levels.add(w.unsqueeze(1), LibTorch.MinusOne).abs().argmin(1, keepdim: true);
                 parts.Add(levels.gather(1, nearest).squeeze(1));
             }
 
             rounded = cat(parts, 0).reshape(Dims);
         }
 
-        var straightThrough = weights + (rounded - weights).detach();
+        var straightThrough = weights.add(rounded.add(weights, LibTorch.MinusOne).detach(), LibTorch.One);
         return _keep is null ? straightThrough : straightThrough * _keep;
     }
 
@@ -403,8 +411,34 @@ internal sealed class QuantizationAwareWeights : TrainableTensor
         return Values(weights);
     }
 
-    public override StoredTensor ToStored() =>
-        throw new InvalidOperationException("Quantization-aware weights are quantized again by the search, not stored as trained.");
+    /// <summary>
+    /// The trained weights on the grid they were trained on: each at its channel's nearest level, the levels as
+    /// they were. This is exactly the model the training's forward passes ran, so nothing is lost in between;
+    /// the symbols (and so the coded size) are new.
+    /// </summary>
+    public override StoredTensor ToStored()
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var weights = (_values * _units).reshape(-1);
+        var symbols = new byte[weights.shape[0]];
+        const long chunk = 1 << 16;
+        for (long start = 0; start < weights.shape[0]; start += chunk)
+        {
+            var length = Math.Min(chunk, weights.shape[0] - start);
+            var w = weights.narrow(0, start, length);
+            var levels = _table.index_select(0, _channel.narrow(0, start, length));
+            var nearest = levels.add(w.unsqueeze(1), LibTorch.MinusOne).abs().argmin(1).to(ScalarType.Int64).cpu().data<long>().ToArray();
+            for (var i = 0; i < nearest.Length; i++)
+            {
+                symbols[start + i] = (byte)nearest[i];
+            }
+        }
+
+        return StoredTensor.Of(_quantized.IsCodebook
+            ? QuantizedTensor.Codebook(Name, Dims, _quantized.Bits, _quantized.ChannelAxis, _quantized.Parameters, symbols, _quantized.Method)
+            : QuantizedTensor.Uniform(Name, Dims, _quantized.Bits, _quantized.ChannelAxis, _quantized.Parameters, symbols, _quantized.Method), _elementType);
+    }
 
     public override void Dispose()
     {

@@ -1,4 +1,6 @@
 using QuantTasks.Diagnostics;
+using QuantTasks.Engine.Native;
+using TorchSharp;
 using QuantTasks.Onnx;
 using QuantTasks.Policy;
 using static TorchSharp.torch;
@@ -29,10 +31,14 @@ internal enum ScoreKind
 /// <item>anything else: mean squared error to the float model's values.</item>
 /// </list>
 /// </summary>
-internal sealed class TrainingObjective
+internal sealed class TrainingObjective : IDisposable
 {
-    private readonly double _temperature;
-    private readonly double _alpha;
+    // Scalars made once, outside any dispose scope, and passed explicitly: a temporary scalar that the garbage
+    // collector finalizes while libtorch still reads it corrupts the step (see LibTorch.One).
+    private readonly Scalar _inverseTemperature;
+    private readonly Scalar _temperatureSquared;
+    private readonly Scalar _alpha;
+    private readonly Scalar _oneMinusAlpha;
 
     private TrainingObjective(string scores, ScoreKind kind, long axis, FinetuneLoss loss, double temperature, double alpha)
     {
@@ -40,8 +46,18 @@ internal sealed class TrainingObjective
         Kind = kind;
         Axis = axis;
         Loss = loss;
-        _temperature = temperature;
-        _alpha = alpha;
+        _inverseTemperature = (1 / temperature).ToScalar();
+        _temperatureSquared = (temperature * temperature).ToScalar();
+        _alpha = alpha.ToScalar();
+        _oneMinusAlpha = (1 - alpha).ToScalar();
+    }
+
+    public void Dispose()
+    {
+        foreach (var s in new[] { _inverseTemperature, _temperatureSquared, _alpha, _oneMinusAlpha })
+        {
+            s.Dispose();
+        }
     }
 
     /// <summary>The graph value trained on: the output, or the logits before its Softmax or Sigmoid.</summary>
@@ -111,7 +127,7 @@ internal sealed class TrainingObjective
         {
             FinetuneLoss.CrossEntropy => F.cross_entropy(student, labels!),
             FinetuneLoss.Distillation => Distillation(student, teacher!),
-            _ => (_alpha * F.cross_entropy(student, labels!)) + ((1 - _alpha) * Distillation(student, teacher!)),
+            _ => F.cross_entropy(student, labels!).mul(_alpha).add(Distillation(student, teacher!).mul(_oneMinusAlpha), LibTorch.One),
         };
     }
 
@@ -120,29 +136,28 @@ internal sealed class TrainingObjective
     {
         ArgumentNullException.ThrowIfNull(student);
         ArgumentNullException.ThrowIfNull(teacher);
-        var t = _temperature;
         switch (Kind)
         {
             case ScoreKind.Categorical:
             {
-                // T^2 keeps the gradients' scale independent of the temperature (Hinton et al.).
-                var logQ = F.log_softmax(student / t, Axis);
-                var logP = F.log_softmax(teacher / t, Axis);
-                var rows = student.numel() / student.shape[Axis < 0 ? student.dim() + Axis : Axis];
-                return (logP.exp() * (logP - logQ)).sum() * (t * t / rows);
+                // Summed over the class axis, averaged over everything else; T^2 keeps the gradients' scale
+                // independent of the temperature (Hinton et al.).
+                var logQ = F.log_softmax(student.mul(_inverseTemperature), Axis);
+                var logP = F.log_softmax(teacher.mul(_inverseTemperature), Axis);
+                return (logP.exp() * logP.add(logQ, LibTorch.MinusOne)).sum(Axis).mean().mul(_temperatureSquared);
             }
 
             case ScoreKind.Binary:
             {
-                var s = student / t;
-                var a = teacher / t;
-                var p = a.sigmoid();
-                var kl = (p * (F.logsigmoid(a) - F.logsigmoid(s))) + ((1 - p) * (F.logsigmoid(-a) - F.logsigmoid(-s)));
-                return kl.mean() * (t * t);
+                var s = student.mul(_inverseTemperature);
+                var a = teacher.mul(_inverseTemperature);
+                var kl = (a.sigmoid() * F.logsigmoid(a).add(F.logsigmoid(s), LibTorch.MinusOne))
+                    .add((-a).sigmoid() * F.logsigmoid(-a).add(F.logsigmoid(-s), LibTorch.MinusOne), LibTorch.One);
+                return kl.mean().mul(_temperatureSquared);
             }
 
             default:
-                return (student - teacher).square().mean();
+                return student.add(teacher, LibTorch.MinusOne).square().mean();
         }
     }
 
@@ -161,7 +176,7 @@ internal sealed class TrainingObjective
                 var predicted = student.argmax(Axis);
                 return (predicted.eq(teacher.argmax(Axis)).sum().item<long>(), predicted.numel());
             case ScoreKind.Binary when teacher is not null:
-                return (student.gt(0).eq(teacher.gt(0)).sum().item<long>(), student.numel());
+                return (student.gt(LibTorch.Zero).eq(teacher.gt(LibTorch.Zero)).sum().item<long>(), student.numel());
             default:
                 return (0, 0);
         }

@@ -40,4 +40,32 @@ public sealed class ReportChartTests
         Assert.True(bars[3] > bars[1], "3e-3 draws longer than 1e-5");
         Assert.Equal(text, ReportChart.ToSvg(Report()));
     }
+
+    [Fact]
+    public void A_fine_tuned_model_gets_its_loss_curves_with_the_kept_epoch_marked_and_the_table_in_markdown()
+    {
+        var curve = new TrainingReport("mixed", "top1", 900, 100, 2, true, 3.5, 708,
+        [
+            new EpochReport(0, "shared", 0, 0, null, 0.30, 95.0),
+            new EpochReport(1, "shared", 1, 1e-3, 0.40, 0.20, 97.0),
+            new EpochReport(2, "shared", 1, 5e-4, 0.25, 0.10, 98.0),
+            new EpochReport(3, "shared", 1, 1e-4, 0.20, 0.12, 97.5),
+        ]);
+        var report = new QuantizationReport([Report().Models[0] with { Finetune = curve }]);
+
+        var svg = XDocument.Parse(ReportChart.ToSvg(report));
+        XNamespace ns = "http://www.w3.org/2000/svg";
+
+        var lines = svg.Descendants(ns + "polyline").ToArray();
+        Assert.Equal(2, lines.Length);
+        Assert.Equal(3, lines[0].Attribute("points")!.Value.Split(' ').Length); // training loss from epoch 1
+        Assert.Equal(4, lines[1].Attribute("points")!.Value.Split(' ').Length); // held-out loss from epoch 0
+        var marker = Assert.Single(svg.Descendants(ns + "circle"));
+        Assert.Equal(lines[1].Attribute("points")!.Value.Split(' ')[2], marker.Attribute("cx")!.Value + "," + marker.Attribute("cy")!.Value);
+        Assert.Contains(svg.Descendants(ns + "text"), t => t.Value.Contains("95.00% before, 98.00% kept", StringComparison.Ordinal));
+        var markdown = report.ToMarkdown();
+        Assert.Contains("kept epoch 2, stopped early", markdown, StringComparison.Ordinal);
+        Assert.Contains("| 2 | shared | 1 | 0.0005 | 0.2500 | 0.1000 | 98.00 |", markdown, StringComparison.Ordinal);
+        Assert.Contains("\"epochs\": [", report.ToJson(), StringComparison.Ordinal);
+    }
 }

@@ -1,3 +1,4 @@
+using QuantTasks.Blob;
 using QuantTasks.Data;
 using QuantTasks.Diagnostics;
 using QuantTasks.Engine.Graph;
@@ -6,7 +7,9 @@ using QuantTasks.Engine.Training;
 using QuantTasks.Onnx;
 using QuantTasks.Policy;
 using QuantTasks.Progress;
+using QuantTasks.Quantization;
 using QuantTasks.Reporting;
+using QuantTasks.Search;
 
 namespace QuantTasks.Engine.Pipeline.Stages;
 
@@ -92,7 +95,7 @@ internal sealed class FinetuneStage : PipelineStage
 
     /// <summary>
     /// <c>mode: qat</c>'s first phase: the float weights train quantization-aware on the current grids (biases
-    /// with them), then the search and quantization run again on the trained weights, under the same budget.
+    /// with them); then the trained weights are stored on those grids, under the budget checked again.
     /// </summary>
     private static TrainingReport QuantizationAware(ModelJob job, StageContext context, FineTuner tuner, FreeValues[] biases, TorchSharp.torch.Device device)
     {
@@ -100,6 +103,7 @@ internal sealed class FinetuneStage : PipelineStage
             ? TrainableTensor.For(t, device)
             : new QuantizationAwareWeights(t, job.Values[i], job.Search.Tensors[i].Sparsity > 0, device)).ToArray();
         TrainingReport report;
+        StoredTensor[] onGrid;
         try
         {
             report = tuner.Run([.. weights, .. biases], Stages(job, job.Policy.Finetune!, weights, biases),
@@ -110,6 +114,7 @@ internal sealed class FinetuneStage : PipelineStage
                 FreeValues f => f.TrainedValues(),
                 _ => throw new InvalidOperationException("Unexpected trainable tensor."),
             }).ToArray();
+            onGrid = weights.Select(w => w.ToStored()).ToArray();
         }
         finally
         {
@@ -119,9 +124,33 @@ internal sealed class FinetuneStage : PipelineStage
             }
         }
 
-        // The symbols of the trained weights: the same search, under the same budget, on the new values.
-        new SearchStage().Run(job, context with { Progress = new SynchronousProgress<double>(_ => { }) });
-        new QuantizeStage().Run(job, context with { Progress = new SynchronousProgress<double>(_ => { }) });
+        // The trained weights on the grids they trained on (what the training's forward passes ran), or else
+        // quantized again with the search's choices; the symbols are new, so the budget is checked again, and
+        // only when neither fits does the search run again on the trained weights.
+        var settings = QuantizerSettings.From(job.Policy.Quantization);
+        var entropy = job.Policy.Encoding.Entropy == EntropyCoding.Huffman;
+        var values = job.Values;
+        var requantized = new Lazy<StoredTensor[]>(() => job.Search.Tensors.Select((c, t) => MixedPrecisionSearch.Quantize(c, values[t], settings)).ToArray());
+        long payload = 0;
+        foreach (var candidate in new[] { new Lazy<StoredTensor[]>(() => onGrid), requantized })
+        {
+            var choices = job.Search.Tensors.Select((c, t) => c with
+            {
+                Bytes = candidate.Value[t].Quantized is { } q ? PayloadSize.Of(q, entropy) : PayloadSize.KeptInFloat(values[t].Length),
+            }).ToArray();
+            payload = choices.Sum(c => c.Bytes);
+            if (payload <= job.Search.Budget)
+            {
+                job.Search = job.Search with { Tensors = choices, PayloadBytes = payload };
+                job.Tensors = candidate.Value;
+                return report;
+            }
+        }
+
+        context.Note?.Invoke($"finetune: the trained weights code to {payload:N0} bytes with the same choices, over the budget of {job.Search.Budget:N0}; searching again.");
+        var quiet = context with { Progress = new SynchronousProgress<double>(_ => { }) };
+        new SearchStage().Run(job, quiet);
+        new QuantizeStage().Run(job, quiet);
         return report;
     }
 
