@@ -109,6 +109,9 @@ internal enum ErrorCode
     /// <summary>A quantizer needs an input the policy does not provide (the Hessian diagonal for hessian-kmeans).</summary>
     QuantizerNeedsHessian = 1602,
 
+    /// <summary>The analysis found no tensor the loss reacts to (every sensitivity near zero or negative): nothing to rank bits by.</summary>
+    SensitivityDegenerate = 1603,
+
     /// <summary>libtorch, the Hessian engine's native library, cannot be loaded on this machine.</summary>
     TorchUnavailable = 1401,
 

@@ -80,7 +80,10 @@ internal enum SensitivityMethod
 /// <summary>The loss whose Hessian is measured.</summary>
 internal enum LossKind
 {
-    /// <summary>Cross-entropy with labels, KL divergence to the float model's outputs without. The default.</summary>
+    /// <summary>
+    /// Fitted to the output: cross-entropy on class logits with labels, KL from the float model's softmax without,
+    /// binary KL for a Sigmoid map, squared error for anything else. The default.
+    /// </summary>
     Auto,
 
     /// <summary>Mean cross-entropy against the labels.</summary>

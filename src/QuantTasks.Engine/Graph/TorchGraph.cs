@@ -36,6 +36,9 @@ internal sealed class TorchGraph : IDisposable
     /// <summary>Graph inputs that are not initializers: what a batch feeds.</summary>
     public IReadOnlyList<string> InputNames { get; }
 
+    /// <summary>What produces a graph output (for the losses that compare it).</summary>
+    public OutputForm DescribeOutput(string output) => OutputForm.Of(_graph, _opset, output);
+
     /// <summary>The graph's outputs, in order.</summary>
     public IReadOnlyList<string> OutputNames => _graph.Output.Select(o => o.Name).ToArray();
 

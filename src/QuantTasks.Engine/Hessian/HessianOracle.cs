@@ -1,6 +1,7 @@
 using QuantTasks.Data;
 using QuantTasks.Diagnostics;
 using QuantTasks.Engine.Graph;
+using QuantTasks.Engine.Native;
 using QuantTasks.Evaluation;
 using QuantTasks.Policy;
 using TorchSharp;
@@ -22,6 +23,7 @@ internal sealed class HessianOracle
     private readonly string _output;
     private readonly Batch[] _batches;
     private readonly Device _device;
+    private readonly OutputForm _form;
 
     public HessianOracle(TorchGraph graph, DataFile data, LossKind loss, int samples, int batchSize, string? output, Device device)
     {
@@ -39,9 +41,13 @@ internal sealed class HessianOracle
         var arrays = graph.InputNames.Select(name => (Name: name, Array: ModelEvaluator.InputArray(data, name, graph.InputNames.Count))).ToArray();
         var available = (int)arrays.Min(a => a.Array.Rows);
         var labels = data.Labels();
+        _form = graph.DescribeOutput(_output);
         Loss = loss switch
         {
-            LossKind.Auto => labels is null ? LossKind.Kl : LossKind.CrossEntropy,
+            // Labels are used where they fit (class scores, one per sample); otherwise the loss follows the output:
+            // divergence for class scores and probability maps, squared error for anything else.
+            LossKind.Auto when labels is not null && _form.TakesLabels => LossKind.CrossEntropy,
+            LossKind.Auto => _form.Kind == ScoreKind.Values ? LossKind.Mse : LossKind.Kl,
             LossKind.CrossEntropy when labels is null => throw new QuantException(ErrorCode.DataMissingArray,
                 $"sensitivity.loss is cross-entropy, but '{data.Path}' has no 'label' array. Add labels, or use loss: kl (needs none).",
                 new SourceLocation(data.Path)),
@@ -147,27 +153,48 @@ internal sealed class HessianOracle
     private Tensor LossOf(Batch batch)
     {
         var inputs = batch.Inputs.ToDictionary(p => p.Key, p => tensor(p.Value.ToArray(), batch.Shapes[p.Key]).to(_device));
-        var logits = _graph.Forward(inputs, [_output])[0];
         switch (Loss)
         {
             case LossKind.CrossEntropy:
-                if (logits.dim() != 2)
+                // On the logits: a Softmax output's own input, where cross-entropy means what it says.
+                var logits = _graph.Forward(inputs, [_form.Scores])[0];
+                if (logits.dim() != 2 || _form.Kind != ScoreKind.Categorical)
                 {
                     throw new QuantException(ErrorCode.DataWrongType,
-                        $"Cross-entropy needs the output '{_output}' to be samples x classes; it has shape ({string.Join(", ", logits.shape)}). Use loss: kl.");
+                        $"Cross-entropy needs the output '{_output}' to be samples x classes; it has shape ({string.Join(", ", _graph.Forward(inputs, [_output])[0].shape)}). Use loss: kl.");
                 }
 
                 var labels = tensor(batch.Labels!.Value.ToArray(), ScalarType.Int64).to(_device);
                 return F.cross_entropy(logits, labels);
-            case LossKind.Kl:
-                // KL(p || q) with p the float model's softmax, q the current one, over the last axis; at the
-                // float weights its gradient vanishes and its Hessian is the Fisher information.
-                var logQ = F.log_softmax(logits, -1);
+            case LossKind.Kl when _form.Kind == ScoreKind.Categorical:
+            {
+                // KL(p || q) with p the float model's softmax, q the current one, over the class axis of the
+                // logits; at the float weights its gradient vanishes and its Hessian is the Fisher information.
+                var logQ = F.log_softmax(_graph.Forward(inputs, [_form.Scores])[0], _form.Axis);
                 var logP = logQ.detach();
-                return (logP.exp() * (logP - logQ)).sum(-1).mean();
+                return (logP.exp() * logP.add(logQ, LibTorch.MinusOne)).sum(_form.Axis).mean();
+            }
+
+            case LossKind.Kl when _form.Kind == ScoreKind.Binary:
+            {
+                // A probability map: per-element binary KL through the Sigmoid's input, averaged over the map.
+                var s = _graph.Forward(inputs, [_form.Scores])[0];
+                var a = s.detach();
+                return ((a.sigmoid() * F.logsigmoid(a).add(F.logsigmoid(s), LibTorch.MinusOne))
+                    .add((-a).sigmoid() * F.logsigmoid(-a).add(F.logsigmoid(-s), LibTorch.MinusOne), LibTorch.One)).mean();
+            }
+
+            case LossKind.Kl:
+            {
+                // Asked for on values that are neither class scores nor probabilities: a softmax over the last axis.
+                var logQ = F.log_softmax(_graph.Forward(inputs, [_output])[0], -1);
+                var logP = logQ.detach();
+                return (logP.exp() * logP.add(logQ, LibTorch.MinusOne)).sum(-1).mean();
+            }
+
             default:
-                var target = logits.detach();
-                return (logits - target).pow(2).mean();
+                var output = _graph.Forward(inputs, [_output])[0];
+                return output.add(output.detach(), LibTorch.MinusOne).pow(2).mean();
         }
     }
 

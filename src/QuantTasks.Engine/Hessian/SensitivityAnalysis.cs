@@ -132,6 +132,7 @@ internal static class SensitivityAnalysis
             (eigenvalues, _) = HessianEstimators.TopEigenvalues(oracle, options.MaxIterations, options.Tolerance, options.Seed, progress);
         }
 
+        RequireResponsive(traces ?? eigenvalues!, weights, oracle.Loss, model.Path);
         var tensors = weights.Select((w, t) => new TensorSensitivity(
             w.Name,
             w.Params,
@@ -144,5 +145,29 @@ internal static class SensitivityAnalysis
         var loss = JsonNamingPolicy.KebabCaseLower.ConvertName(oracle.Loss.ToString());
         return new SensitivityReport(model.Path, loss, oracle.Samples, Math.Round(clock.Elapsed.TotalSeconds, 3),
             device.type.ToString().ToLowerInvariant(), probes, tensors);
+    }
+
+    /// <summary>
+    /// Below this Hessian trace (or top eigenvalue) per weight, a tensor's loss does not react to it at float32
+    /// precision: the estimates are rounding noise, and so is any ranking of them.
+    /// </summary>
+    internal const double DegenerateSensitivity = 1e-12;
+
+    /// <summary>Stops a run whose every sensitivity is near zero or negative, saying why and what to change.</summary>
+    private static void RequireResponsive(double[] estimates, IReadOnlyList<WeightTensor> weights, LossKind loss, string modelPath)
+    {
+        var perWeight = estimates.Select((e, t) => e / Math.Max(1, weights[t].Params)).ToArray();
+        if (perWeight.Length == 0 || perWeight.Max() > DegenerateSensitivity)
+        {
+            return;
+        }
+
+        var name = JsonNamingPolicy.KebabCaseLower.ConvertName(loss.ToString());
+        throw new QuantException(ErrorCode.SensitivityDegenerate,
+            $"The loss ({name}) does not react to any weight on the calibration samples: every tensor's sensitivity is at most {DegenerateSensitivity:0e0} "
+            + $"(the largest is {perWeight.Max():G3}, {perWeight.Count(p => p < 0)} of {perWeight.Length} negative), so there is nothing to rank bits by. "
+            + "Calibrate on samples the model responds to (a detector needs images with text; its map is 0 on blank ones), "
+            + "set sensitivity.loss to one that fits the output (mse compares raw outputs), or set sensitivity.method: none.",
+            new SourceLocation(modelPath));
     }
 }

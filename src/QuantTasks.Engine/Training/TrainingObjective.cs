@@ -1,4 +1,5 @@
 using QuantTasks.Diagnostics;
+using QuantTasks.Engine.Graph;
 using QuantTasks.Engine.Native;
 using TorchSharp;
 using QuantTasks.Onnx;
@@ -7,19 +8,6 @@ using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
 namespace QuantTasks.Engine.Training;
-
-/// <summary>What the scores fine-tuning trains on are, which decides how they are compared.</summary>
-internal enum ScoreKind
-{
-    /// <summary>Class logits along an axis (a Softmax's input, or a samples x classes output).</summary>
-    Categorical,
-
-    /// <summary>Per-element logits of independent probabilities (a Sigmoid's input: a probability map).</summary>
-    Binary,
-
-    /// <summary>Any other values (regression, embeddings): compared by squared error.</summary>
-    Values,
-}
 
 /// <summary>
 /// The loss fine-tuning minimises and the held-out accuracy it reports, fitted to what produces the model's
@@ -97,15 +85,8 @@ internal sealed class TrainingObjective : IDisposable
             _ => options.Loss,
         };
 
-        var producer = model.Graph.Node.LastOrDefault(n => n.Output.Contains(output));
-        var rank = model.Graph.Output.FirstOrDefault(o => o.Name == output)?.Type?.TensorType?.Shape?.Dim.Count ?? 0;
-        var (scores, kind, axis) = producer switch
-        {
-            { OpType: "Softmax" or "LogSoftmax" } n => (n.Input[0], ScoreKind.Categorical, SoftmaxAxis(n, model.Opset)),
-            { OpType: "Sigmoid" } n => (n.Input[0], ScoreKind.Binary, -1L),
-            _ when rank == 2 => (output, ScoreKind.Categorical, 1L),
-            _ => (output, ScoreKind.Values, -1L),
-        };
+        var form = OutputForm.Of(model.Graph, model.Opset, output);
+        var (scores, kind, axis, rank) = (form.Scores, form.Kind, form.Axis, form.Rank);
         if (loss is FinetuneLoss.CrossEntropy or FinetuneLoss.Mixed && (kind != ScoreKind.Categorical || rank != 2))
         {
             throw new QuantException(ErrorCode.DataWrongType,
@@ -181,9 +162,6 @@ internal sealed class TrainingObjective : IDisposable
                 return (0, 0);
         }
     }
-
-    private static long SoftmaxAxis(Onnx.Proto.NodeProto node, long opset) =>
-        node.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? (opset >= 13 ? -1 : 1);
 
     private static string JsonName<T>(T value) where T : Enum =>
         System.Text.Json.JsonNamingPolicy.KebabCaseLower.ConvertName(value.ToString());

@@ -1,3 +1,4 @@
+using QuantTasks.Diagnostics;
 using Google.Protobuf;
 using QuantTasks.Data;
 using QuantTasks.Engine.Graph;
@@ -113,6 +114,115 @@ public sealed class GroundTruthTests : IDisposable
 
         Assert.InRange(trace, exactTrace * 0.95, exactTrace * 1.05);
         Assert.InRange(top, exactTop * 0.98, exactTop * 1.02);
+    }
+
+    [Fact]
+    public void Without_labels_a_Softmax_output_is_compared_through_its_logits_and_the_Hessian_is_the_Fisher_information()
+    {
+        // probabilities = softmax(x W); KL from the float model's own distribution: at the float weights its
+        // Hessian is (1/n) sum_i x x^T (diag(p) - p p^T), the cross-entropy Hessian of the same logits.
+        var w = Weights(Features * Classes);
+        var model = Activated("probabilities", "Softmax", w);
+        double exactTrace = 0;
+        for (var i = 0; i < Samples; i++)
+        {
+            var logits = Enumerable.Range(0, Classes).Select(j => Enumerable.Range(0, Features).Sum(a => (double)_x[(i * Features) + a] * w[(a * Classes) + j])).ToArray();
+            var e = logits.Select(l => Math.Exp(l - logits.Max())).ToArray();
+            var p = e.Select(v => v / e.Sum()).ToArray();
+            var norm = Enumerable.Range(0, Features).Sum(a => (double)_x[(i * Features) + a] * _x[(i * Features) + a]);
+            exactTrace += norm * p.Sum(v => v * (1 - v)) / Samples;
+        }
+
+        AssertLabelFreeTrace(model, exactTrace);
+    }
+
+    [Fact]
+    public void Without_labels_a_sigmoid_map_is_compared_by_binary_KL_whose_Hessian_has_the_closed_form()
+    {
+        // map = sigmoid(x W), each element a probability; per-element binary KL averaged over the n x k map:
+        // H for column j = (1 / (n k)) sum_i p_ij (1 - p_ij) x_i x_i^T, so tr H = (1 / (n k)) sum_ij p_ij (1 - p_ij) |x_i|^2.
+        var w = Weights(Features * Classes);
+        var model = Activated("map", "Sigmoid", w);
+        double exactTrace = 0;
+        for (var i = 0; i < Samples; i++)
+        {
+            var norm = Enumerable.Range(0, Features).Sum(a => (double)_x[(i * Features) + a] * _x[(i * Features) + a]);
+            for (var j = 0; j < Classes; j++)
+            {
+                var z = Enumerable.Range(0, Features).Sum(a => (double)_x[(i * Features) + a] * w[(a * Classes) + j]);
+                var p = 1 / (1 + Math.Exp(-z));
+                exactTrace += p * (1 - p) * norm / (Samples * Classes);
+            }
+        }
+
+        AssertLabelFreeTrace(model, exactTrace);
+    }
+
+    [Fact]
+    public void A_map_that_is_zero_on_every_sample_stops_the_analysis_with_QT1603()
+    {
+        // A detector on images without text: sigmoid(x W - 200) is 0 everywhere, and nothing reacts to W.
+        var model = Save("dead", new GraphProto
+        {
+            Name = "dead",
+            Initializer = { Tensor("w", [Features, Classes], Weights(Features * Classes)), Tensor("shift", [1], [-200f]) },
+            Input = { Value("input", Features) },
+            Output = { Value("map", Classes) },
+            Node =
+            {
+                new NodeProto { OpType = "MatMul", Input = { "input", "w" }, Output = { "logits" } },
+                new NodeProto { OpType = "Add", Input = { "logits", "shift" }, Output = { "shifted" } },
+                new NodeProto { OpType = "Sigmoid", Input = { "shifted" }, Output = { "map" } },
+            },
+        });
+
+        var error = Assert.Throws<QuantException>(() => SensitivityAnalysis.Run(model, WeightCatalog.Find(model), Unlabelled(),
+            new AnalysisOptions(AnalysisMethod.Trace, LossKind.Auto, Samples, 32, 50, 0.01)));
+
+        Assert.Equal(ErrorCode.SensitivityDegenerate, error.Code);
+        Assert.Contains("sensitivity.loss", error.Message, StringComparison.Ordinal);
+        Assert.Equal(ExitCode.BadInput, error.ExitCode);
+    }
+
+    // Without labels, loss auto must pick the divergence, and the estimated trace must be the exact one.
+    private void AssertLabelFreeTrace(OnnxModel model, double exactTrace)
+    {
+        using var graph = TorchGraph.Compile(model, WeightCatalog.Find(model), torch.CPU);
+        var oracle = new HessianOracle(graph, Unlabelled(), LossKind.Auto, Samples, 32, null, torch.CPU);
+        var (traces, _, _) = HessianEstimators.TraceAndDiagonal(oracle, 400, 0.005, 0, null);
+
+        Assert.Equal(LossKind.Kl, oracle.Loss);
+        Assert.InRange(traces[0], exactTrace * 0.95, exactTrace * 1.05);
+    }
+
+    // output = op(x W): a Softmax over the classes, or a Sigmoid per element.
+    private OnnxModel Activated(string name, string op, float[] w)
+    {
+        var activation = new NodeProto { OpType = op, Input = { "logits" }, Output = { name } };
+        if (op == "Softmax")
+        {
+            activation.Attribute.Add(new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+        }
+
+        return Save(name, new GraphProto
+        {
+            Name = name,
+            Initializer = { Tensor("w", [Features, Classes], w) },
+            Input = { Value("input", Features) },
+            Output = { Value(name, Classes) },
+            Node = { new NodeProto { OpType = "MatMul", Input = { "input", "w" }, Output = { "logits" } }, activation },
+        });
+    }
+
+    private DataFile Unlabelled()
+    {
+        var path = _folder.File("unlabelled.npz");
+        if (!File.Exists(path))
+        {
+            NpzWriter.Write(path, ("input", NpzWriter.Floats([Samples, Features], _x)));
+        }
+
+        return DataFile.Load(path);
     }
 
     [Fact]

@@ -1,4 +1,5 @@
 using QuantTasks.Diagnostics;
+using QuantTasks.Engine.Graph;
 using QuantTasks.Engine.Native;
 using QuantTasks.Engine.Training;
 using QuantTasks.Onnx;

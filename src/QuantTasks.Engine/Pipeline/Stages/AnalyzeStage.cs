@@ -1,3 +1,4 @@
+using QuantTasks.Diagnostics;
 using QuantTasks.Engine.Hessian;
 using QuantTasks.Policy;
 using QuantTasks.Progress;
@@ -38,7 +39,17 @@ internal sealed class AnalyzeStage : PipelineStage
             context.Cancellation.ThrowIfCancellationRequested();
             context.Progress.Report((((p.Estimator == "eigenvalue" && steps == 2 ? 1 : 0) + ((double)p.Step / p.MaxSteps)) / steps));
         });
-        var report = SensitivityAnalysis.Run(job.Model, analyzed, job.Calibration, options, progress, context.Note);
+        SensitivityReport report;
+        try
+        {
+            report = SensitivityAnalysis.Run(job.Model, analyzed, job.Calibration, options, progress, context.Note);
+        }
+        catch (QuantException e) when (e.Code == ErrorCode.SensitivityDegenerate)
+        {
+            // The setting to change is the policy's loss (or its calibration data).
+            throw new QuantException(e.Code, $"Model {job.Name}: {e.Message}", job.Loaded.Locate("/sensitivity/loss"), e);
+        }
+
         job.Sensitivities = report.Tensors.ToDictionary(
             t => t.Name,
             t => new TensorSensitivityInput(
