@@ -25,6 +25,10 @@ internal sealed class HessianOracle
     private readonly Device _device;
     private readonly OutputForm _form;
 
+    // Probabilities below this are taken as it before their log: a class a Softmax gives exactly 0 would otherwise
+    // make the divergence 0 x -inf.
+    private static readonly Scalar TinyProbability = 1e-30f.ToScalar();
+
     public HessianOracle(TorchGraph graph, DataFile data, LossKind loss, int samples, int batchSize, string? output, Device device)
     {
         ArgumentNullException.ThrowIfNull(graph);
@@ -168,9 +172,12 @@ internal sealed class HessianOracle
                 return F.cross_entropy(logits, labels);
             case LossKind.Kl when _form.Kind == ScoreKind.Categorical:
             {
-                // KL(p || q) with p the float model's softmax, q the current one, over the class axis of the
-                // logits; at the float weights its gradient vanishes and its Hessian is the Fisher information.
-                var logQ = F.log_softmax(_graph.Forward(inputs, [_form.Scores])[0], _form.Axis);
+                // KL(p || q) with p the float model's distribution, q the current one, over the class axis; at the
+                // float weights its gradient vanishes and its Hessian is the Fisher information. An output that is
+                // already a Softmax is compared as the probabilities it is (the log of them), logits as logits.
+                var logQ = _form.Scores == _output
+                    ? F.log_softmax(_graph.Forward(inputs, [_output])[0], _form.Axis)
+                    : _graph.Forward(inputs, [_output])[0].clamp_min(TinyProbability).log();
                 var logP = logQ.detach();
                 return (logP.exp() * logP.add(logQ, LibTorch.MinusOne)).sum(_form.Axis).mean();
             }
