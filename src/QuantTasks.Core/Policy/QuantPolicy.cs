@@ -81,8 +81,8 @@ internal enum SensitivityMethod
 internal enum LossKind
 {
     /// <summary>
-    /// Fitted to the output: cross-entropy on class logits with labels, KL from the float model's softmax without,
-    /// binary KL for a Sigmoid map, squared error for anything else. The default.
+    /// Fitted to the output: cross-entropy on class logits with labels, KL from the float model's class
+    /// distribution without, binary KL for a Sigmoid map, squared error for anything else. The default.
     /// </summary>
     Auto,
 
