@@ -25,10 +25,6 @@ internal sealed class HessianOracle
     private readonly Device _device;
     private readonly OutputForm _form;
 
-    // Probabilities below this are taken as it before their log: a class a Softmax gives exactly 0 would otherwise
-    // make the divergence 0 x -inf.
-    private static readonly Scalar TinyProbability = 1e-30f.ToScalar();
-
     public HessianOracle(TorchGraph graph, DataFile data, LossKind loss, int samples, int batchSize, string? output, Device device)
     {
         ArgumentNullException.ThrowIfNull(graph);
@@ -170,14 +166,11 @@ internal sealed class HessianOracle
 
                 var labels = tensor(batch.Labels!.Value.ToArray(), ScalarType.Int64).to(_device);
                 return F.cross_entropy(logits, labels);
-            case LossKind.Kl when _form.Kind == ScoreKind.Categorical:
+            case LossKind.Kl when _form.Kind == ScoreKind.Categorical && _form.Scores == _output:
             {
-                // KL(p || q) with p the float model's distribution, q the current one, over the class axis; at the
-                // float weights its gradient vanishes and its Hessian is the Fisher information. An output that is
-                // already a Softmax is compared as the probabilities it is (the log of them), logits as logits.
-                var logQ = _form.Scores == _output
-                    ? F.log_softmax(_graph.Forward(inputs, [_output])[0], _form.Axis)
-                    : _graph.Forward(inputs, [_output])[0].clamp_min(TinyProbability).log();
+                // KL(p || q) with p the float model's softmax, q the current one, over the class axis of the
+                // logits; at the float weights its gradient vanishes and its Hessian is the Fisher information.
+                var logQ = F.log_softmax(_graph.Forward(inputs, [_output])[0], _form.Axis);
                 var logP = logQ.detach();
                 return (logP.exp() * logP.add(logQ, LibTorch.MinusOne)).sum(_form.Axis).mean();
             }
@@ -193,7 +186,9 @@ internal sealed class HessianOracle
 
             case LossKind.Kl:
             {
-                // Asked for on values that are neither class scores nor probabilities: a softmax over the last axis.
+                // Values that are not raw class logits: a softmax over the last axis, as before. For an output that is
+                // already a Softmax this is flat; comparing its probabilities (or its logits) properly gave NaN
+                // power iterations on the PP-OCR recognizer, which is not understood yet (issue 14).
                 var logQ = F.log_softmax(_graph.Forward(inputs, [_output])[0], -1);
                 var logP = logQ.detach();
                 return (logP.exp() * logP.add(logQ, LibTorch.MinusOne)).sum(-1).mean();
