@@ -98,13 +98,16 @@ internal sealed class QuantizedTensor
     public float[] Dequantize()
     {
         var levels = 1 << Bits;
-        var table = Dequantizer.LevelTable(Kind, Channels, levels, ParameterBytes());
+        var table = LevelTable();
         var bytes = new byte[Symbols.Length * 4];
         Dequantizer.Expand(Symbols, table, levels, Channels, Inner, 1, bytes);
         var values = new float[Symbols.Length];
         Buffer.BlockCopy(bytes, 0, values, 0, bytes.Length);
         return values;
     }
+
+    /// <summary>The value of every (channel, symbol), <c>table[channel * 2^bits + symbol]</c>, as the runtime expands it.</summary>
+    internal float[] LevelTable() => Dequantizer.LevelTable(Kind, Channels, 1 << Bits, ParameterBytes());
 
     /// <summary>The parameters as the blob stores them: little-endian float32.</summary>
     internal byte[] ParameterBytes()

@@ -320,6 +320,7 @@ internal sealed class QuantizationAwareWeights : TrainableTensor
 {
     private readonly QuantizedTensor _quantized;
     private readonly int _elementType;
+    private readonly Tensor _firstLevel;
     private readonly Parameter _values;
     private readonly Tensor _units;
     private readonly Tensor? _keep;
@@ -341,7 +342,7 @@ internal sealed class QuantizationAwareWeights : TrainableTensor
         var levels = 1 << q.Bits;
         var reconstructed = q.Dequantize();
         var channels = ChannelOf(q);
-        var levelTable = QuantizedLevels(q);
+        var levelTable = q.LevelTable();
 
         // Weights in units of their channel's largest magnitude, as the shared levels train.
         var unit = new float[q.Channels];
@@ -364,6 +365,7 @@ internal sealed class QuantizationAwareWeights : TrainableTensor
         _keep = keep.Contains(0f) ? tensor(keep, Dims).to(device) : null;
         _table = tensor(levelTable, [q.Channels, levels]).to(device);
         _channel = tensor(channels, ScalarType.Int64).to(device);
+        _firstLevel = tensor(channels.Select(c => c * levels).ToArray(), ScalarType.Int64).to(device);
     }
 
     public override IReadOnlyList<Parameter> Parameters => [_values];
@@ -374,24 +376,27 @@ internal sealed class QuantizationAwareWeights : TrainableTensor
         Tensor rounded;
         using (no_grad())
         {
-            // Nearest level of the element's channel, in chunks so that the distance matrix stays small.
-            var flat = weights.detach().reshape(-1);
-            var parts = new List<Tensor>();
-            const long chunk = 1 << 16;
-            for (long start = 0; start < flat.shape[0]; start += chunk)
-            {
-                var length = Math.Min(chunk, flat.shape[0] - start);
-                var w = flat.narrow(0, start, length);
-                var levels = _table.index_select(0, _channel.narrow(0, start, length));
-                var nearest = levels.add(w.unsqueeze(1), LibTorch.MinusOne).abs().argmin(1, keepdim: true);
-                parts.Add(levels.gather(1, nearest).squeeze(1));
-            }
-
-            rounded = cat(parts, 0).reshape(Dims);
+            var symbols = NearestSymbols(weights.detach().reshape(-1));
+            rounded = _table.reshape(-1).index_select(0, _firstLevel.add(symbols, LibTorch.One)).reshape(Dims);
         }
 
         var straightThrough = weights.add(rounded.add(weights, LibTorch.MinusOne).detach(), LibTorch.One);
         return _keep is null ? straightThrough : straightThrough * _keep;
+    }
+
+    // Each element's nearest level of its own channel, as a symbol; in chunks so that the distance matrix stays small.
+    private Tensor NearestSymbols(Tensor flat)
+    {
+        var parts = new List<Tensor>();
+        const long chunk = 1 << 16;
+        for (long start = 0; start < flat.shape[0]; start += chunk)
+        {
+            var length = Math.Min(chunk, flat.shape[0] - start);
+            var levels = _table.index_select(0, _channel.narrow(0, start, length));
+            parts.Add(levels.add(flat.narrow(0, start, length).unsqueeze(1), LibTorch.MinusOne).abs().argmin(1));
+        }
+
+        return cat(parts, 0);
     }
 
     public override void AfterStep()
@@ -420,20 +425,8 @@ internal sealed class QuantizationAwareWeights : TrainableTensor
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var weights = (_values * _units).reshape(-1);
-        var symbols = new byte[weights.shape[0]];
-        const long chunk = 1 << 16;
-        for (long start = 0; start < weights.shape[0]; start += chunk)
-        {
-            var length = Math.Min(chunk, weights.shape[0] - start);
-            var w = weights.narrow(0, start, length);
-            var levels = _table.index_select(0, _channel.narrow(0, start, length));
-            var nearest = levels.add(w.unsqueeze(1), LibTorch.MinusOne).abs().argmin(1).to(ScalarType.Int64).cpu().data<long>().ToArray();
-            for (var i = 0; i < nearest.Length; i++)
-            {
-                symbols[start + i] = (byte)nearest[i];
-            }
-        }
+        var nearest = NearestSymbols((_values * _units).reshape(-1)).cpu().data<long>().ToArray();
+        var symbols = nearest.Select(n => (byte)n).ToArray();
 
         return StoredTensor.Of(_quantized.IsCodebook
             ? QuantizedTensor.Codebook(Name, Dims, _quantized.Bits, _quantized.ChannelAxis, _quantized.Parameters, symbols, _quantized.Method)
@@ -447,23 +440,6 @@ internal sealed class QuantizationAwareWeights : TrainableTensor
         _keep?.Dispose();
         _table.Dispose();
         _channel.Dispose();
-    }
-
-    // Every channel's 2^bits level values, as the runtime expands them.
-    private static float[] QuantizedLevels(QuantizedTensor q)
-    {
-        var levels = 1 << q.Bits;
-        var table = new float[q.Channels * levels];
-        for (var c = 0; c < q.Channels; c++)
-        {
-            for (var s = 0; s < levels; s++)
-            {
-                table[(c * levels) + s] = q.IsCodebook
-                    ? q.Parameters[(c * levels) + s]
-                    : q.Parameters[(2 * c) + 1] + (s * q.Parameters[2 * c]);
-            }
-        }
-
-        return table;
+        _firstLevel.Dispose();
     }
 }

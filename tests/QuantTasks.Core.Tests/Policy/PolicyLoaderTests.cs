@@ -163,6 +163,17 @@ public sealed class PolicyLoaderTests : IDisposable
         Assert.Equal(8, error.Location!.Line);
     }
 
+    [Fact]
+    public void A_training_path_that_is_a_folder_is_refused_at_its_line()
+    {
+        Directory.CreateDirectory(_folder.File("data/train.npz"));
+        var error = Fails(Valid.Replace("  evaluation: data/test.npz", "  evaluation: data/test.npz\n  training: data/train.npz", StringComparison.Ordinal)
+            + "\nfinetune: {}\n");
+
+        Assert.Equal(ErrorCode.NotARegularFile, error.Code);
+        Assert.Equal(8, error.Location!.Line);
+    }
+
     [Theory]
     [InlineData("  mode: quat", "mode")]
     [InlineData("  learning_rate: 0", "learning_rate")]

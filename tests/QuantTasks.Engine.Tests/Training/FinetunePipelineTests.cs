@@ -91,6 +91,21 @@ public sealed class FinetunePipelineTests : IDisposable
         Assert.True(report.Accuracy!.Drop < 1.0, $"drop {report.Accuracy.Drop}");
     }
 
+    [Fact]
+    public void A_training_file_with_a_NaN_stops_the_run_naming_it_and_writes_nothing()
+    {
+        var digits = QuantTasks.Data.DataFile.Load(_folder.File("train.npz")).Get("input").Floats!.AsSpan(0, 64 * 784).ToArray();
+        digits[1000] = float.NaN;
+        NpzWriter.Write(_folder.File("poisoned.npz"), ("input", NpzWriter.Floats([64, 1, 28, 28], digits)));
+
+        var error = Assert.Throws<QuantTasks.Diagnostics.QuantException>(() =>
+            new QuantizationPipeline().Run(Policy(new FinetuneOptions { Epochs = 1 }, "poisoned.npz"), Options("poisoned")));
+
+        Assert.Equal(QuantTasks.Diagnostics.ErrorCode.NonFiniteValues, error.Code);
+        Assert.Contains("poisoned.npz", error.ToString(), StringComparison.Ordinal);
+        Assert.False(Directory.Exists(_folder.File("poisoned")));
+    }
+
     // Which elements share a value: the partition the symbols define, as sorted lists of indices.
     private static string[] Groups(float[] values) =>
         values.Select((v, i) => (v, i)).GroupBy(p => p.v).Select(g => string.Join(',', g.Select(p => p.i))).Order(StringComparer.Ordinal).ToArray();
