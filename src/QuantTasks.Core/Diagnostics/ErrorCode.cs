@@ -28,6 +28,12 @@ internal enum ErrorCode
     /// <summary>A folder given as the cache is not one QuantTasks made; nothing in it was removed.</summary>
     NotACache = 1007,
 
+    /// <summary>A warning: the remote cache could not be asked or filled (down, refused, slow, an HTTP error); the model is computed here.</summary>
+    RemoteCacheUnavailable = 1009,
+
+    /// <summary>A warning: an entry from the remote cache failed its checksum or key check; it is not used and the model is computed here.</summary>
+    RemoteCacheEntryRejected = 1010,
+
     /// <summary>The policy is not well-formed YAML (including a tab used for indentation).</summary>
     PolicySyntax = 1101,
 
@@ -112,6 +118,9 @@ internal enum ErrorCode
     /// <summary>The analysis found no tensor the loss reacts to (every sensitivity near zero or negative): nothing to rank bits by.</summary>
     SensitivityDegenerate = 1603,
 
+    /// <summary>The Hessian analysis gave a NaN or infinite estimate although the model's outputs are finite.</summary>
+    HessianNotFinite = 1604,
+
     /// <summary>libtorch, the Hessian engine's native library, cannot be loaded on this machine.</summary>
     TorchUnavailable = 1401,
 
@@ -147,6 +156,13 @@ internal enum ExitCode
 /// <summary>Formatting and classification of <see cref="ErrorCode"/> values.</summary>
 internal static class ErrorCodes
 {
+    /// <summary>
+    /// A warning line in MSBuild's canonical form (<c>origin: warning QTnnnn: text</c>): the build shows it as a
+    /// warning when the engine prints it, and a terminal user reads it as one.
+    /// </summary>
+    public static string Warning(this ErrorCode code, string message, string origin = "QuantTasks") =>
+        $"{origin}: warning {code.Format()}: {message}";
+
     /// <summary>The printed form, such as <c>QT1102</c>.</summary>
     public static string Format(this ErrorCode code) =>
         "QT" + ((int)code).ToString("D4", System.Globalization.CultureInfo.InvariantCulture);

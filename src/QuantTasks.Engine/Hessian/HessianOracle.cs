@@ -104,10 +104,19 @@ internal sealed class HessianOracle
         ArgumentNullException.ThrowIfNull(useBatch);
         foreach (var batch in _batches)
         {
-            using var scope = NewDisposeScope();
-            var loss = LossOf(batch);
-            var gradients = autograd.grad([loss], _graph.Parameters.ToList(), create_graph: true, retain_graph: true);
-            useBatch(new BatchProducts(gradients, _graph.Parameters, batch.Weight));
+            for (var attempt = 1; ; attempt++)
+            {
+                using var scope = NewDisposeScope();
+                var loss = LossOf(batch);
+                var gradients = autograd.grad([loss], _graph.Parameters.ToList(), create_graph: true, retain_graph: true);
+                if (attempt < TransientNaN.Attempts && !TransientNaN.AllFinite(gradients) && TransientNaN.AllFinite([loss]))
+                {
+                    continue; // a finite loss with a NaN gradient: libtorch's transient NaN (see TransientNaN); build it again.
+                }
+
+                useBatch(new BatchProducts(gradients, _graph.Parameters, batch.Weight));
+                break;
+            }
         }
     }
 
@@ -224,13 +233,18 @@ internal sealed class BatchProducts
 
     /// <summary>H v for a vector given per parameter (same shapes), as the batch's unscaled Hessian.</summary>
     public IList<Tensor> Product(IList<Tensor> vector) =>
-        autograd.grad(_gradients, _parameters.ToList(), grad_outputs: vector, retain_graph: true, allow_unused: true)
-            .Select((g, i) => g.IsInvalid ? zeros_like(_parameters[i]) : g).ToList();
+        TransientNaN.Retry(
+            () => autograd.grad(_gradients, _parameters.ToList(), grad_outputs: vector, retain_graph: true, allow_unused: true)
+                .Select((g, i) => g.IsInvalid ? zeros_like(_parameters[i]) : g).ToList(),
+            TransientNaN.AllFinite);
 
     /// <summary>The block product H_tt v_t for one parameter t.</summary>
-    public Tensor BlockProduct(int t, Tensor vector)
-    {
-        var result = autograd.grad([(_gradients[t] * vector).sum()], [_parameters[t]], retain_graph: true, allow_unused: true)[0];
-        return result.IsInvalid ? zeros_like(_parameters[t]) : result;
-    }
+    public Tensor BlockProduct(int t, Tensor vector) =>
+        TransientNaN.Retry(
+            () =>
+            {
+                var result = autograd.grad([(_gradients[t] * vector).sum()], [_parameters[t]], retain_graph: true, allow_unused: true)[0];
+                return result.IsInvalid ? zeros_like(_parameters[t]) : result;
+            },
+            result => TransientNaN.AllFinite([result]));
 }

@@ -132,6 +132,8 @@ internal static class SensitivityAnalysis
             (eigenvalues, _) = HessianEstimators.TopEigenvalues(oracle, options.MaxIterations, options.Tolerance, options.Seed, progress);
         }
 
+        RequireFinite(traces, "trace", weights, model.Path);
+        RequireFinite(eigenvalues, "top eigenvalue", weights, model.Path);
         RequireResponsive(traces ?? eigenvalues!, weights, oracle.Loss, model.Path);
         var tensors = weights.Select((w, t) => new TensorSensitivity(
             w.Name,
@@ -152,6 +154,22 @@ internal static class SensitivityAnalysis
     /// precision: the estimates are rounding noise, and so is any ranking of them.
     /// </summary>
     internal const double DegenerateSensitivity = 1e-12;
+
+    /// <summary>Stops a run with a NaN or infinite estimate, which no bit search can rank, naming the first tensor.</summary>
+    private static void RequireFinite(double[]? estimates, string what, IReadOnlyList<WeightTensor> weights, string modelPath)
+    {
+        var bad = estimates is null ? -1 : Array.FindIndex(estimates, e => !double.IsFinite(e));
+        if (bad < 0)
+        {
+            return;
+        }
+
+        throw new QuantException(ErrorCode.HessianNotFinite,
+            $"The Hessian {what} of tensor '{weights[bad].Name}' is {estimates![bad]} ({estimates.Count(e => !double.IsFinite(e))} of {estimates.Length} tensors are not finite), "
+            + $"although the model's outputs on the calibration samples are finite; libtorch returned a non-finite gradient {TransientNaN.Attempts} times in a row. "
+            + "Set the environment variable OMP_NUM_THREADS=1 to run libtorch on one thread, and report the model if it persists.",
+            new SourceLocation(modelPath));
+    }
 
     /// <summary>Stops a run whose every sensitivity is near zero or negative, saying why and what to change.</summary>
     private static void RequireResponsive(double[] estimates, IReadOnlyList<WeightTensor> weights, LossKind loss, string modelPath)

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using QuantTasks.Engine.Graph;
+using QuantTasks.Engine.Native;
 using QuantTasks.Policy;
 using QuantTasks.Reporting;
 using static TorchSharp.torch;
@@ -78,9 +79,17 @@ internal sealed class FineTuner
                     cancellation.ThrowIfCancellationRequested();
                     using (NewDisposeScope())
                     {
-                        optimizer.ZeroGradients();
-                        var loss = _objective.Compute(Student(tensors, rows), _teacher?.Get(rows), _data.Labels(rows));
-                        loss.backward();
+                        // A finite loss with a NaN gradient is libtorch's transient NaN (see TransientNaN): the
+                        // step is computed again rather than let one bad pass poison Adam's moments.
+                        var loss = TransientNaN.Retry(
+                            () =>
+                            {
+                                optimizer.ZeroGradients();
+                                var l = _objective.Compute(Student(tensors, rows), _teacher?.Get(rows), _data.Labels(rows));
+                                l.backward();
+                                return l;
+                            },
+                            l => !TransientNaN.AllFinite([l]) || optimizer.GradientsFinite());
                         optimizer.Step();
                         lossSum += loss.item<float>() * rows.Length;
                     }

@@ -43,6 +43,9 @@ internal abstract class ParameterOptimizer : IDisposable
         }
     }
 
+    /// <summary>True when every gradient of the last backward pass is finite.</summary>
+    public bool GradientsFinite() => TransientNaN.AllFinite(Parameters.Select(p => p.grad).OfType<Tensor>());
+
     /// <summary>Updates every parameter that has a gradient.</summary>
     public void Step()
     {

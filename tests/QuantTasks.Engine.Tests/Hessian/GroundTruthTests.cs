@@ -184,6 +184,33 @@ public sealed class GroundTruthTests : IDisposable
         Assert.Equal(ExitCode.BadInput, error.ExitCode);
     }
 
+    [Fact]
+    public void A_gradient_that_is_NaN_every_time_stops_the_analysis_with_QT1604_naming_the_tensor()
+    {
+        // sqrt(0 x W): finite outputs (0), but the chain rule divides by 2 sqrt(0) and multiplies by 0, so the
+        // gradient is NaN on every pass; the repeats that cure libtorch's transient NaN cannot help.
+        var model = Save("nan-gradient", new GraphProto
+        {
+            Name = "nan-gradient",
+            Initializer = { Tensor("w", [Features, Classes], Weights(Features * Classes)), Tensor("zero", [1], [0f]) },
+            Input = { Value("input", Features) },
+            Output = { Value("root", Classes) },
+            Node =
+            {
+                new NodeProto { OpType = "MatMul", Input = { "input", "w" }, Output = { "z" } },
+                new NodeProto { OpType = "Mul", Input = { "z", "zero" }, Output = { "flat" } },
+                new NodeProto { OpType = "Sqrt", Input = { "flat" }, Output = { "root" } },
+            },
+        });
+
+        var error = Assert.Throws<QuantException>(() => SensitivityAnalysis.Run(model, WeightCatalog.Find(model), Unlabelled(),
+            new AnalysisOptions(AnalysisMethod.Trace, LossKind.Mse, Samples, 32, 4, 0.01)));
+
+        Assert.Equal(ErrorCode.HessianNotFinite, error.Code);
+        Assert.Contains("'w'", error.Message, StringComparison.Ordinal);
+        Assert.Contains("OMP_NUM_THREADS=1", error.Message, StringComparison.Ordinal);
+    }
+
     // Without labels, loss auto must pick the divergence, and the estimated trace must be the exact one.
     private void AssertLabelFreeTrace(OnnxModel model, double exactTrace)
     {

@@ -8,7 +8,6 @@ using QuantTasks.Weights;
 namespace QuantTasks.Engine.Tests.Hessian;
 
 /// <summary>The whole analysis on real models: pretrained converters' output, label-free, and bad requests.</summary>
-[Collection(LibTorchSerial.Name)]
 public sealed class SensitivityAnalysisTests : IDisposable
 {
     private readonly TempFolder _folder = new();

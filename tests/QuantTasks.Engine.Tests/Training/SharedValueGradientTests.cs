@@ -20,7 +20,6 @@ namespace QuantTasks.Engine.Tests.Training;
 /// the same model at the same weights (the sum Deep Compression's centroid update uses) and against finite
 /// differences of the loss, and one optimizer step on a tiny model against an update computed by hand.
 /// </summary>
-[Collection(LibTorchSerial.Name)]
 public sealed class SharedValueGradientTests : IDisposable
 {
     private readonly TempFolder _folder = new();

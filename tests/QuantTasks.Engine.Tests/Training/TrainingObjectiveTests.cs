@@ -10,7 +10,6 @@ using TorchSharp;
 namespace QuantTasks.Engine.Tests.Training;
 
 /// <summary>Fine-tuning's loss fits what produces the output, and each form equals its closed form.</summary>
-[Collection(LibTorchSerial.Name)]
 public sealed class TrainingObjectiveTests
 {
     public TrainingObjectiveTests() => LibTorch.EnsureLoaded();
