@@ -38,6 +38,15 @@ public sealed class QuantCompress : ToolTask
     /// <summary>False to compute every model without reading or filling the cache.</summary>
     public bool UseCache { get; set; } = true;
 
+    /// <summary>A remote cache's base URL; empty for <c>QUANTTASKS_CACHE_URL</c> or none. Its token comes only from the environment.</summary>
+    public string CacheUrl { get; set; } = "";
+
+    /// <summary>False to read the remote cache without uploading (pull-request builds).</summary>
+    public bool CacheRemoteWrite { get; set; } = true;
+
+    /// <summary>Seconds one remote request may take; empty for the engine's default.</summary>
+    public string CacheTimeout { get; set; } = "";
+
     /// <summary>
     /// The NuGet global packages folder. The engine's third-party assemblies and native libraries are resolved
     /// from it by the .NET host; with <see cref="RestoreEngineDependencies"/> they are restored into it first.
@@ -108,6 +117,16 @@ public sealed class QuantCompress : ToolTask
             Error("QT1004", "The engine's manifest path '{0}' is empty or a folder.", ManifestPath);
         }
 
+        if (!string.IsNullOrEmpty(CacheUrl) && !(Uri.TryCreate(CacheUrl, UriKind.Absolute, out var url) && (url.Scheme == "http" || url.Scheme == "https") && url.UserInfo.Length == 0))
+        {
+            Error("QT1001", "QuantCacheUrl must be an absolute http:// or https:// URL without credentials (a token goes in QUANTTASKS_CACHE_TOKEN).");
+        }
+
+        if (!string.IsNullOrEmpty(CacheTimeout) && !(double.TryParse(CacheTimeout, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var seconds) && seconds > 0))
+        {
+            Error("QT1001", "QuantCacheTimeout '{0}' is not a positive number of seconds.", CacheTimeout);
+        }
+
         if (!string.IsNullOrEmpty(CacheDirectory) && File.Exists(CacheDirectory.TrimEnd('/', '\\')))
         {
             Error("QT1004", "QuantCacheDirectory '{0}' is a file, not a folder.", CacheDirectory);
@@ -155,9 +174,28 @@ public sealed class QuantCompress : ToolTask
         {
             args.AppendSwitch("--no-cache");
         }
-        else if (!string.IsNullOrEmpty(CacheDirectory))
+        else
         {
-            args.AppendSwitchIfNotNull("--cache-dir ", CacheDirectory.TrimEnd('/', '\\'));
+            if (!string.IsNullOrEmpty(CacheDirectory))
+            {
+                args.AppendSwitchIfNotNull("--cache-dir ", CacheDirectory.TrimEnd('/', '\\'));
+            }
+
+            // The URL only: the token stays in the environment the engine inherits, off every command line and log.
+            if (!string.IsNullOrEmpty(CacheUrl))
+            {
+                args.AppendSwitchIfNotNull("--cache-url ", CacheUrl);
+            }
+
+            if (!CacheRemoteWrite)
+            {
+                args.AppendSwitch("--cache-read-only");
+            }
+
+            if (!string.IsNullOrEmpty(CacheTimeout))
+            {
+                args.AppendSwitchIfNotNull("--cache-timeout ", CacheTimeout);
+            }
         }
 
         return args.ToString();

@@ -23,7 +23,8 @@ internal static class QuantizeCommand
         var rootNamespace = new Option<string?>("--root-namespace") { Description = "The consuming project's root namespace; classes go in ROOT.Models. Default: from the policy's folder name." };
         var json = new Option<bool>("--json") { Description = "Write the report's JSON to standard output." };
         var cacheDirectory = new Option<string?>("--cache-dir") { Description = $"The content-hash cache. Default: ${ContentCache.DirectoryVariable}, else a per-user folder." };
-        var noCache = new Option<bool>("--no-cache") { Description = "Neither read nor fill the cache: compute every model." };
+        var noCache = new Option<bool>("--no-cache") { Description = "Neither read nor fill the cache (local or remote): compute every model." };
+        var remote = RemoteCacheOptionSet.Create();
         var manifest = new Option<string?>("--manifest") { Description = "Also write the list of inputs and outputs the build integration reads (one 'kind<TAB>path' per line)." };
         var command = new Command("quantize", "Compress every model of the policy: blob, generated loader, report.")
         {
@@ -35,16 +36,30 @@ internal static class QuantizeCommand
             noCache,
             manifest,
         };
+        remote.AddTo(command);
         command.SetAction(parse =>
         {
             var loaded = PolicyLoader.Load(parse.GetRequiredValue(policy));
             var outDir = parse.GetValue(output) ?? Path.Combine(loaded.Folder, "quant-out");
             var root = parse.GetValue(rootNamespace) ?? NamespaceFromFolder(loaded.Folder);
-            var cache = parse.GetValue(noCache) ? null : new ContentCache(parse.GetValue(cacheDirectory) ?? ContentCache.DefaultRoot());
+            var local = parse.GetValue(noCache) ? null : new ContentCache(parse.GetValue(cacheDirectory) ?? ContentCache.DefaultRoot());
+            using var server = local is null ? null : remote.Open(parse);
+            ResultCache? cache = server is null ? local : new TieredCache(local!, server);
             var options = new PipelineOptions(outDir, root, cache);
-            var result = console.Human.Profile.Capabilities.Interactive && !parse.GetValue(json)
-                ? WithProgressBar(console, loaded, options)
-                : new QuantizationPipeline(StageNotes(console), console.Note).Run(loaded, options, console.Cancellation);
+            PipelineResult result;
+            try
+            {
+                result = console.Human.Profile.Capabilities.Interactive && !parse.GetValue(json)
+                    ? WithProgressBar(console, loaded, options)
+                    : new QuantizationPipeline(StageNotes(console), console.Note).Run(loaded, options, console.Cancellation);
+            }
+            finally
+            {
+                if (server is not null)
+                {
+                    RemoteCacheOptionSet.Record(console, local!, server);
+                }
+            }
 
             if (parse.GetValue(manifest) is { } manifestPath)
             {

@@ -105,6 +105,8 @@ internal sealed class ConsumerProject : IDisposable
 
     public (int Exit, string Output) Build(params string[] extra) => DotNet.Build(Folder, extra);
 
+    public (int Exit, string Output) Build(IReadOnlyDictionary<string, string> environment, params string[] extra) => DotNet.Build(Folder, environment, extra);
+
     /// <summary>The report of the last engine run.</summary>
     public JsonElement Report()
     {

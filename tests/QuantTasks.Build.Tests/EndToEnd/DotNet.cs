@@ -12,7 +12,7 @@ internal static class DotNet
     public static (int Exit, string Output) Run(string workingFolder, params string[] args) => Run(workingFolder, args, null);
 
     /// <summary>Runs dotnet; <paramref name="onLine"/> sees each line as it comes and may return true to kill the process tree.</summary>
-    public static (int Exit, string Output) Run(string workingFolder, string[] args, Func<string, bool>? onLine, TimeSpan? timeout = null)
+    public static (int Exit, string Output) Run(string workingFolder, string[] args, Func<string, bool>? onLine, TimeSpan? timeout = null, IReadOnlyDictionary<string, string>? environment = null)
     {
         var start = new ProcessStartInfo("dotnet")
         {
@@ -36,6 +36,10 @@ internal static class DotNet
         start.Environment["MSBUILDDISABLENODEREUSE"] = "1";
         start.Environment["DOTNET_CLI_USE_MSBUILD_SERVER"] = "0";
         start.Environment["UseSharedCompilation"] = "false";
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[name] = value;
+        }
 
         using var process = new Process { StartInfo = start };
         var output = new StringBuilder();
@@ -78,8 +82,11 @@ internal static class DotNet
     }
 
     /// <summary>`dotnet build` with plain, normal-verbosity logs, so stage messages and errors are in the output.</summary>
-    public static (int Exit, string Output) Build(string projectFolder, params string[] extra) =>
-        Run(projectFolder, ["build", "-tl:off", "-v:n", "-nodeReuse:false", "-p:UseSharedCompilation=false", .. extra]);
+    public static (int Exit, string Output) Build(string projectFolder, params string[] extra) => Build(projectFolder, null, extra);
+
+    /// <summary>`dotnet build` as above, with variables added to its environment (a CI secret, say).</summary>
+    public static (int Exit, string Output) Build(string projectFolder, IReadOnlyDictionary<string, string>? environment, params string[] extra) =>
+        Run(projectFolder, ["build", "-tl:off", "-v:n", "-nodeReuse:false", "-p:UseSharedCompilation=false", .. extra], null, null, environment);
 
     private static string FindRoot()
     {
