@@ -47,11 +47,7 @@ public sealed partial class ConsumerBuildTests
         var output = Path.Combine(app.Folder, "bin", "Debug", "net10.0");
         Assert.Empty(Directory.EnumerateFiles(output, "*torch*", SearchOption.AllDirectories));
         Assert.True(new FileInfo(_feed.Package("QuantTasks")).Length < 5_000_000, "the QuantTasks package holds no native library");
-        Assert.True(new FileInfo(_feed.Package("dotnet-quant")).Length < 400_000_000);
-        using (var tool = System.IO.Compression.ZipFile.OpenRead(_feed.Package("dotnet-quant")))
-        {
-            Assert.DoesNotContain(tool.Entries, e => e.Name.StartsWith("libtorch", StringComparison.Ordinal) || e.Name == "torch_cpu.dll");
-        }
+        AssertLeanToolPackages();
 
         Assert.DoesNotContain("QT1008", first.Output, StringComparison.Ordinal);
 
@@ -59,6 +55,63 @@ public sealed partial class ConsumerBuildTests
         Assert.True(second.Exit == 0, second.Output);
         Assert.DoesNotContain(EngineRan, second.Output, StringComparison.Ordinal);
         Assert.Contains("Skipping target \"QuantCompress\"", second.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void The_tool_installs_from_the_feed_and_quantizes_with_libtorch_from_NuGet()
+    {
+        using var app = new ConsumerProject(_feed);
+        app.WritePolicy();
+        var tools = Path.Combine(app.Folder, "tools");
+
+        var install = DotNet.Run(app.Folder, "tool", "install", "dotnet-quant", "--tool-path", tools, "--add-source", _feed.Folder, "--version", _feed.Version);
+        Assert.True(install.Exit == 0, install.Output);
+        var shim = Path.Combine(tools, OperatingSystem.IsWindows() ? "dotnet-quant.exe" : "dotnet-quant");
+
+        var version = Tool(shim, app.Folder, "--version");
+        Assert.True(version.Exit == 0, version.Output);
+        Assert.Matches(@"^\d+\.\d+\.\d+", version.Output.Trim());
+
+        // The Hessian analysis loads libtorch, which the tool package does not carry: it comes from NuGet.
+        var quantize = Tool(shim, app.Folder, "quantize", "--out", "tool-out", "--no-cache");
+        Assert.True(quantize.Exit == 0, quantize.Output);
+        Assert.Contains("Digits: analyze", quantize.Output, StringComparison.Ordinal);
+        Assert.True(File.Exists(Path.Combine(app.Folder, "tool-out", "Digits.qtblob")));
+        Assert.DoesNotContain(Directory.EnumerateFiles(tools, "*torch*", SearchOption.AllDirectories), f => !f.EndsWith("TorchSharp.dll", StringComparison.Ordinal) && !f.Contains("LibTorchSharp", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// The tool's top package only points to one package per platform; each of those holds that platform's ONNX
+    /// Runtime native library and no other, and none holds libtorch.
+    /// </summary>
+    private void AssertLeanToolPackages()
+    {
+        Assert.True(new FileInfo(_feed.Package("dotnet-quant")).Length < 1_000_000, "the tool's top package points to the platform packages");
+        var natives = new Dictionary<string, string> { ["linux-x64"] = "libonnxruntime.so", ["win-x64"] = "onnxruntime.dll", ["osx-arm64"] = "libonnxruntime.dylib" };
+        foreach (var rid in PackageFeed.ToolRuntimes)
+        {
+            var package = _feed.Package("dotnet-quant." + rid);
+            Assert.True(new FileInfo(package).Length < 60_000_000, $"{package}: {new FileInfo(package).Length:N0} bytes");
+            using var tool = System.IO.Compression.ZipFile.OpenRead(package);
+            Assert.DoesNotContain(tool.Entries, e => e.Name.StartsWith("libtorch", StringComparison.Ordinal) || e.Name is "torch_cpu.dll" or "torch.dll");
+            Assert.Contains(tool.Entries, e => e.Name == natives[rid]);
+            Assert.DoesNotContain(tool.Entries, e => natives.Where(n => n.Key != rid).Any(n => e.Name == n.Value));
+        }
+    }
+
+    private static (int Exit, string Output) Tool(string executable, string folder, params string[] args)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo(executable) { WorkingDirectory = folder, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        var stdout = process.StandardOutput.ReadToEnd();
+        Assert.True(process.WaitForExit(TimeSpan.FromMinutes(10)), "the tool did not finish in 10 minutes");
+        return (process.ExitCode, stdout + stderr.Result);
     }
 
     [Fact]

@@ -3,7 +3,8 @@ using System.Globalization;
 namespace QuantTasks.Build.Tests.EndToEnd;
 
 /// <summary>
-/// The three packages packed from this checkout into a local folder feed, once for all end-to-end tests. The
+/// The packages a plain <c>dotnet pack QuantTasks.sln</c> of this checkout makes (QuantTasks, QuantTasks.Runtime,
+/// and dotnet-quant with its three platform packages), in a local folder feed, once for all end-to-end tests. The
 /// version is unique to the run, so that NuGet's global packages folder (shared with every other build on the
 /// machine, and holding the engine's TorchSharp and libtorch already) never serves a stale copy of ours.
 /// </summary>
@@ -14,11 +15,11 @@ public sealed class PackageFeed : IDisposable
         Version = "0.1.0-e2e." + DateTime.UtcNow.ToString("yyyyMMddHHmmssfff", CultureInfo.InvariantCulture);
         Folder = Path.Combine(Path.GetTempPath(), "quanttasks-tests", "feed-" + Version);
         Directory.CreateDirectory(Folder);
-        var root = DotNet.RepositoryRoot;
-        Pack(Path.Combine(root, "src", "QuantTasks.Runtime", "QuantTasks.Runtime.csproj"));
-        Pack(Path.Combine(root, "src", "QuantTasks.Tasks", "QuantTasks.Tasks.csproj"));
-        Pack(Path.Combine(root, "src", "QuantTasks.Cli", "QuantTasks.Cli.csproj"), "-p:QuantToolPackaging=true");
+        Pack(Path.Combine(DotNet.RepositoryRoot, "QuantTasks.sln"));
     }
+
+    /// <summary>The platforms the tool has a package for.</summary>
+    public static IReadOnlyList<string> ToolRuntimes { get; } = ["linux-x64", "win-x64", "osx-arm64"];
 
     /// <summary>The packages' version.</summary>
     public string Version { get; }
@@ -34,7 +35,7 @@ public sealed class PackageFeed : IDisposable
         var global = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } set
             ? set
             : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
-        foreach (var id in new[] { "quanttasks", "quanttasks.runtime", "dotnet-quant" })
+        foreach (var id in new[] { "quanttasks", "quanttasks.runtime", "dotnet-quant" }.Concat(ToolRuntimes.Select(r => "dotnet-quant." + r)))
         {
             TryDelete(Path.Combine(global, id, Version));
         }
