@@ -40,8 +40,8 @@ url="http://127.0.0.1:$port/"
 seconds() { local start end; start=$(date +%s.%N); "$@"; end=$(date +%s.%N); awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }'; }
 
 echo "## Fleet: four clones, one remote cache ($url)"
-echo "| agent | folder | sample build s | engine stages | remote |"
-echo "|---:|---|---:|---|---|"
+echo "| agent | folder | sample build s | engine s | engine stages | remote |"
+echo "|---:|---|---:|---:|---|---|"
 first=""
 for agent in 1 2 3 4; do
   clone="$work/agent$agent/checkout-$RANDOM"
@@ -53,8 +53,9 @@ for agent in 1 2 3 4; do
   t=$(seconds build)
   report="$clone/sample-project/obj/Debug/net10.0/quant/out/report.json"
   stages=$(tr -d '\n ' < "$report" | grep -o '"stages":{[^}]*}' | sed 's/"stages":{//; s/}//; s/"//g')
+  engine=$(echo "$stages" | tr ',' '\n' | awk -F: '{ s += $2 } END { printf "%.2f", s }')
   hit=$(grep -q '"cache_hit": true' "$report" && echo hit || echo "computed, uploaded")
-  echo "| $agent | agent$agent/… | $t | $stages | $hit |"
+  echo "| $agent | agent$agent/… | $t | $engine | $stages | $hit |"
   if [ -z "$first" ]; then first=$t; else hits+=("$t"); fi
 done
 mean=$(printf '%s\n' "${hits[@]}" | awk '{ s += $1 } END { printf "%.1f", s / NR }')
