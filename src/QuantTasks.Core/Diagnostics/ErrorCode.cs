@@ -127,6 +127,9 @@ internal enum ErrorCode
     /// <summary>The quantized model lost more accuracy than the policy's max_drop allows.</summary>
     AccuracyGateFailed = 2001,
 
+    /// <summary>A warning: the policy names no evaluation data, so no accuracy gate protects the model (the report gives its fidelity on the calibration samples).</summary>
+    AccuracyUngated = 2002,
+
     /// <summary>A bug in QuantTasks; the message says what to report.</summary>
     Internal = 3001,
 

@@ -8,7 +8,8 @@ namespace QuantTasks.Evaluation;
 /// <param name="Outputs">Samples x classes, row-major.</param>
 /// <param name="Samples">Number of samples.</param>
 /// <param name="Classes">Values per sample.</param>
-internal sealed record ModelOutputs(float[] Outputs, int Samples, int Classes)
+/// <param name="SampleShape">The shape of one sample's output (the output's dimensions after the batch axis), when known.</param>
+internal sealed record ModelOutputs(float[] Outputs, int Samples, int Classes, long[]? SampleShape = null)
 {
     /// <summary>The index of the largest output of each sample.</summary>
     public int[] ArgMax()
@@ -76,17 +77,19 @@ internal static class ModelEvaluator
 
         var results = new List<float>();
         var classes = 0;
+        long[]? sampleShape = null;
         RunBatches(session, arrays, samples, BatchSize, [output], modelPath, data.Path, (count, outputs) =>
         {
             var span = outputs[0].GetTensorDataAsSpan<float>();
             classes = span.Length / count;
+            sampleShape ??= outputs[0].GetTensorTypeAndShape().Shape.Skip(1).ToArray();
             foreach (var v in span)
             {
                 results.Add(v);
             }
         }, CancellationToken.None);
 
-        return new ModelOutputs(results.ToArray(), samples, classes);
+        return new ModelOutputs(results.ToArray(), samples, classes, sampleShape);
     }
 
     /// <summary>
@@ -232,6 +235,71 @@ internal static class ModelEvaluator
         var a = reference.ArgMax();
         var b = other.ArgMax();
         return 100.0 * a.Where((p, i) => p == b[i]).Count() / reference.Samples;
+    }
+
+    /// <summary>
+    /// Percentage of positions at which two models pick the same class, the classes lying along
+    /// <paramref name="classAxis"/> of each sample's output (0 = its first axis after the batch): for a recognizer's
+    /// time steps x characters, per time step; for a segmentation's classes x height x width, per pixel.
+    /// </summary>
+    public static double Agreement(ModelOutputs reference, ModelOutputs other, int classAxis)
+    {
+        ArgumentNullException.ThrowIfNull(reference);
+        ArgumentNullException.ThrowIfNull(other);
+        var shape = reference.SampleShape ?? [reference.Classes];
+        if (classAxis < 0 || classAxis >= shape.Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(classAxis), classAxis, $"The output has {shape.Length} axes per sample.");
+        }
+
+        var classes = (int)shape[classAxis];
+        var inner = (int)shape.Skip(classAxis + 1).Aggregate(1L, (a, b) => a * b);
+        var outer = reference.Classes / Math.Max(1, classes * inner);
+        long same = 0, positions = 0;
+        for (var s = 0; s < reference.Samples; s++)
+        {
+            var x = reference.Outputs.AsSpan(s * reference.Classes, reference.Classes);
+            var y = other.Outputs.AsSpan(s * other.Classes, other.Classes);
+            for (var o = 0; o < outer; o++)
+            {
+                for (var i = 0; i < inner; i++)
+                {
+                    var start = (o * classes * inner) + i;
+                    same += ArgMaxStrided(x, start, classes, inner) == ArgMaxStrided(y, start, classes, inner) ? 1 : 0;
+                    positions++;
+                }
+            }
+        }
+
+        return positions == 0 ? 100.0 : 100.0 * same / positions;
+    }
+
+    /// <summary>Percentage of elements on which two probability maps make the same decision at 0.5.</summary>
+    public static double BinaryAgreement(ModelOutputs reference, ModelOutputs other)
+    {
+        ArgumentNullException.ThrowIfNull(reference);
+        ArgumentNullException.ThrowIfNull(other);
+        long same = 0;
+        for (var k = 0; k < reference.Outputs.Length; k++)
+        {
+            same += (reference.Outputs[k] > 0.5f) == (other.Outputs[k] > 0.5f) ? 1 : 0;
+        }
+
+        return reference.Outputs.Length == 0 ? 100.0 : 100.0 * same / reference.Outputs.Length;
+    }
+
+    private static int ArgMaxStrided(ReadOnlySpan<float> values, int start, int count, int stride)
+    {
+        var best = 0;
+        for (var c = 1; c < count; c++)
+        {
+            if (values[start + (c * stride)] > values[start + (best * stride)])
+            {
+                best = c;
+            }
+        }
+
+        return best;
     }
 
     /// <summary>Mean cosine similarity of each sample's outputs, in percent.</summary>

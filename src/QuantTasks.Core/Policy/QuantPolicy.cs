@@ -417,7 +417,7 @@ internal sealed class EncodingOptions
 /// <summary>What the accuracy gate measures.</summary>
 internal enum AccuracyMetric
 {
-    /// <summary>Top-1 accuracy against labels; agreement with the float model without labels. The default.</summary>
+    /// <summary>Top-1 accuracy against labels; without them, fidelity to the float model following the output (agreement per class axis position, per element for maps, cosine for values). The default.</summary>
     Top1,
 
     /// <summary>Top-1 agreement with the float model.</summary>

@@ -25,6 +25,15 @@ internal sealed record TensorReport(string Name, long Params, int Bits, string M
 /// <param name="Samples">Evaluation samples.</param>
 internal sealed record AccuracyReport(string Metric, double Baseline, double Quantized, double Drop, double MaxDrop, bool Passed, int Samples);
 
+/// <summary>
+/// How closely the compressed model follows the float one on the calibration samples, for a policy without
+/// evaluation data: no gate judges it, but the report says what it is.
+/// </summary>
+/// <param name="Metric">agreement (the same class, per position along the class axis), or cosine.</param>
+/// <param name="Value">The figure, in percent.</param>
+/// <param name="Samples">Calibration samples measured.</param>
+internal sealed record FidelityReport(string Metric, double Value, int Samples);
+
 /// <summary>One epoch of fine-tuning.</summary>
 /// <param name="Epoch">1 for the first pass; 0 is the quantized model before any step.</param>
 /// <param name="Phase">qat (float weights, quantization-aware) or shared (the levels of the final symbols).</param>
@@ -63,6 +72,7 @@ internal sealed record TrainingReport(string Loss, string? Metric, int TrainingS
 /// <param name="ContentHash">Hex SHA-256 of the inputs.</param>
 /// <param name="Stages">Seconds per pipeline stage (load, analyze, search, encode, evaluate, generate; "cache hit" when cached).</param>
 /// <param name="Finetune">The fine-tuning curve, when the policy fine-tunes.</param>
+/// <param name="Fidelity">Without evaluation data: the compressed model against the float one on the calibration samples.</param>
 internal sealed record ModelReport(
     string Name,
     string Source,
@@ -77,7 +87,8 @@ internal sealed record ModelReport(
     IReadOnlyList<TensorReport> Tensors,
     string ContentHash,
     IReadOnlyDictionary<string, double>? Stages = null,
-    TrainingReport? Finetune = null);
+    TrainingReport? Finetune = null,
+    FidelityReport? Fidelity = null);
 
 /// <summary><c>report.json</c> and <c>report.md</c>.</summary>
 /// <param name="Models">Every model of the policy.</param>
@@ -112,6 +123,13 @@ internal sealed record QuantizationReport(IReadOnlyList<ModelReport> Models)
             {
                 Line();
                 Line(Invariant($"Accuracy ({a.Metric}, {a.Samples} samples): float {a.Baseline:0.00}%, quantized {a.Quantized:0.00}%, drop {a.Drop:0.00} pp (limit {a.MaxDrop:0.00} pp): **{(a.Passed ? "passed" : "FAILED")}**."));
+            }
+            else if (!model.CacheHit || model.Fidelity is not null)
+            {
+                Line();
+                Line(model.Fidelity is { } fidelity
+                    ? Invariant($"**No accuracy gate** (the policy names no `data.evaluation`). On the {fidelity.Samples} calibration samples the compressed model's {fidelity.Metric} with the float model is {fidelity.Value:0.00}%.")
+                    : "**No accuracy gate** (the policy names no `data.evaluation`), and no calibration samples to measure fidelity on.");
             }
 
             if (model.Finetune is { } f)

@@ -127,6 +127,9 @@ internal sealed class ModelJob
     /// <summary>The accuracy gate's measurement, when the policy names evaluation data.</summary>
     public AccuracyReport? Accuracy { get; set; }
 
+    /// <summary>Without evaluation data: fidelity to the float model on the calibration samples.</summary>
+    public FidelityReport? Fidelity { get; set; }
+
     /// <summary>The model's report entry.</summary>
     public ModelReport Report { get; set; } = null!;
 

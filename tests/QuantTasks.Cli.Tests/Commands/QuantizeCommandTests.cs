@@ -82,6 +82,39 @@ public sealed class QuantizeCommandTests : IDisposable
     }
 
     [Fact]
+    public void Without_evaluation_data_the_run_warns_QT2002_and_reports_fidelity_on_the_calibration_samples()
+    {
+        _folder.Copy(Fixtures.Data("digits-calibration.npz"), "calibration.npz");
+        File.WriteAllText(_folder.File("quant.yaml"), """
+            version: 1
+            models:
+              - path: mlp.onnx
+                name: Digits
+            data:
+              calibration: calibration.npz
+            sensitivity:
+              method: none
+            quantization:
+              bits: [4]
+              budget:
+                average_bits: 5
+            """);
+
+        var (exit, stdout, stderr) = CliRunner.Run(_folder.Path, "quantize", "--json", "--out", "out", "--no-cache");
+
+        Assert.Equal(0, exit);
+        Assert.Contains("warning QT2002: Digits: no accuracy gate protects this model", stderr, StringComparison.Ordinal);
+        using var report = JsonDocument.Parse(stdout);
+        var model = report.RootElement.GetProperty("models")[0];
+        Assert.False(model.TryGetProperty("accuracy", out _));
+        var fidelity = model.GetProperty("fidelity");
+        Assert.Equal("agreement", fidelity.GetProperty("metric").GetString());
+        Assert.InRange(fidelity.GetProperty("value").GetDouble(), 90, 100);
+        Assert.True(fidelity.GetProperty("samples").GetInt32() > 0);
+        Assert.Contains("**No accuracy gate**", File.ReadAllText(_folder.File("out/report.md")), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Inspect_describes_a_blob()
     {
         WritePolicy(bits: 4, maxDrop: 100);

@@ -35,6 +35,7 @@ internal sealed class ReportStage : PipelineStage
             job.Accuracy,
             tensors,
             job.Key,
-            Finetune: job.Training);
+            Finetune: job.Training,
+            Fidelity: job.Fidelity);
     }
 }
