@@ -93,6 +93,43 @@ internal static class ModelEvaluator
     }
 
     /// <summary>
+    /// Runs an open session on every sample, with <paramref name="extra"/> fed beside the data (values for
+    /// overridable initializers: one session serves every variant of a weight, see <see cref="MeasuredLoss"/>).
+    /// The session is only read, so threads may share it.
+    /// </summary>
+    internal static ModelOutputs Run(InferenceSession session, DataFile data, string output, string modelPath,
+        IReadOnlyList<(string Name, OrtValue Value)> extra, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(extra);
+        var inputNames = session.InputNames;
+        var arrays = inputNames.Select(name => InputArray(data, name, inputNames.Count)).ToArray();
+        var samples = (int)arrays[0].Rows;
+        var results = Array.Empty<float>();
+        var filled = 0;
+        var classes = 0;
+        long[]? sampleShape = null;
+        RunBatches(session, arrays, samples, BatchSize, [output], modelPath, data.Path, (count, outputs) =>
+        {
+            var span = outputs[0].GetTensorDataAsSpan<float>();
+            if (sampleShape is null)
+            {
+                classes = span.Length / count;
+                sampleShape = outputs[0].GetTensorTypeAndShape().Shape.Skip(1).ToArray();
+                results = new float[(long)classes * samples];
+            }
+
+            span.CopyTo(results.AsSpan(filled));
+            filled += span.Length;
+        }, cancellation, extra);
+        return new ModelOutputs(results, samples, classes, sampleShape);
+    }
+
+    /// <summary>Opens a session (errors as QT1206, naming the model).</summary>
+    internal static InferenceSession OpenSession(byte[] model, SessionOptions options, string modelPath) => CreateSession(model, options, modelPath);
+
+    /// <summary>
     /// Checks that ONNX Runtime accepts the model and, with <paramref name="data"/>, runs it on the first
     /// <paramref name="samples"/> samples: a graph with a cycle, an undefined input, an unknown operator or
     /// shapes that do not fit is reported here, before any stage (the Hessian engine above all) works on it.
@@ -187,8 +224,10 @@ internal static class ModelEvaluator
     /// each batch's size and the values of <paramref name="outputs"/>, which are disposed after it returns.
     /// </summary>
     private static void RunBatches(InferenceSession session, NpyArray[] arrays, int samples, int batchSize, IReadOnlyList<string> outputs,
-        string modelPath, string dataPath, Action<int, IDisposableReadOnlyCollection<OrtValue>> onBatch, CancellationToken cancellation)
+        string modelPath, string dataPath, Action<int, IDisposableReadOnlyCollection<OrtValue>> onBatch, CancellationToken cancellation,
+        IReadOnlyList<(string Name, OrtValue Value)>? extra = null)
     {
+        var names = extra is null ? session.InputNames : [.. session.InputNames, .. extra.Select(e => e.Name)];
         using var runOptions = new RunOptions();
         for (var start = 0; start < samples; start += batchSize)
         {
@@ -205,7 +244,7 @@ internal static class ModelEvaluator
                     values.Add(OrtValue.CreateTensorValueFromMemory(array.Floats!.AsSpan(start * perSample, count * perSample).ToArray(), shape));
                 }
 
-                using var results = RunSession(session, runOptions, session.InputNames, values, outputs, modelPath, dataPath);
+                using var results = RunSession(session, runOptions, names, extra is null ? values : [.. values, .. extra.Select(e => e.Value)], outputs, modelPath, dataPath);
                 onBatch(count, results);
             }
             finally

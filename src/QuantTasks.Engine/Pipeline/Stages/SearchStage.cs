@@ -18,12 +18,21 @@ internal sealed class SearchStage : PipelineStage
     public override void Run(ModelJob job, StageContext context)
     {
         var policy = job.Policy;
+        using var measured = MeasuredLossFor(job);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         try
         {
             job.Search = MixedPrecisionSearch.Choose(job.Plans, job.Values,
-                new SearchInputs(policy.Quantization, policy.Pruning, policy.Encoding.Entropy == EntropyCoding.Huffman, job.Sensitivities, MeasuredLossFor(job),
+                new SearchInputs(policy.Quantization, policy.Pruning, policy.Encoding.Entropy == EntropyCoding.Huffman, job.Sensitivities, measured is null ? null : measured.Increase,
                     job.LayerHessians, policy.Quantization.Compensation == CompensationKind.Gptq ? ActivationsStage.Options(policy.Quantization.Gptq) : null),
                 context.Progress, cancellation: context.Cancellation);
+            if (measured is not null)
+            {
+                var (candidates, _) = measured.Throughput;
+                var seconds = clock.Elapsed.TotalSeconds;
+                context.Note?.Invoke(FormattableString.Invariant(
+                    $"{job.Name}: measured Omega: {candidates} candidates in {seconds:0.0} s ({candidates / Math.Max(seconds, 1e-9):0.0} per second) on {measured.Samples} calibration samples"));
+            }
         }
         catch (QuantException e) when (e.Location is null && e.Code is ErrorCode.BudgetInfeasible or ErrorCode.QuantizerNeedsHessian)
         {
@@ -35,7 +44,7 @@ internal sealed class SearchStage : PipelineStage
     }
 
     /// <summary>For <c>quantization.omega: measured</c>: the loss increase on the calibration samples, by ONNX Runtime.</summary>
-    private static Func<string, float[], double>? MeasuredLossFor(ModelJob job)
+    private static MeasuredLoss? MeasuredLossFor(ModelJob job)
     {
         if (job.Policy.Quantization.Omega != OmegaKind.Measured)
         {
@@ -45,6 +54,6 @@ internal sealed class SearchStage : PipelineStage
         var calibration = job.Calibration ?? throw new QuantException(ErrorCode.PolicyMissingKey,
             "quantization.omega is measured, which runs the model on calibration samples: add data.calibration (an .npz file), or use omega: sensitivity.",
             job.Loaded.Locate("/quantization/omega"));
-        return new MeasuredLoss(job.Model, calibration, job.Options.Output).Increase;
+        return new MeasuredLoss(job.Model, calibration, job.Options.Output, job.Plans.Where(p => p.Quantized).Select(p => p.Weight.Name));
     }
 }
