@@ -118,7 +118,7 @@ internal static class PolicyLoader
         QuantPolicy policy;
         try
         {
-            policy = document.Root.Deserialize<QuantPolicy>(BindingOptions)
+            policy = WithDependentDefaults(document.Root).Deserialize<QuantPolicy>(BindingOptions)
                 ?? throw new InvalidOperationException("The policy bound to null.");
         }
         catch (JsonException e)
@@ -138,6 +138,49 @@ internal static class PolicyLoader
         }
 
         return loaded;
+    }
+
+    /// <summary>
+    /// Defaults that depend on the rest of the policy, filled in before binding (only where the policy is silent):
+    /// <list type="bullet">
+    /// <item>The default Omega (output-error) and compensation (gptq) measure each layer's inputs on
+    /// data.calibration; without calibration data the policy gets the ones that need none (omega: sensitivity,
+    /// compensation: none), so it runs as written rather than failing on a default.</item>
+    /// <item>The Hessian analysis is off by default, and turns on (trace) when calibration data is given and
+    /// something in the policy uses it: omega sensitivity or hessian-diagonal named explicitly, the hessian-kmeans
+    /// quantizer, or fine-tuning in HAWQ's order.</item>
+    /// </list>
+    /// </summary>
+    private static JsonObject WithDependentDefaults(JsonNode root)
+    {
+        var copy = root.DeepClone().AsObject();
+        if (copy["quantization"] is not JsonObject quantization)
+        {
+            copy["quantization"] = quantization = new JsonObject();
+        }
+
+        if (root["data"]?["calibration"] is null)
+        {
+            quantization.TryAdd("omega", "sensitivity");
+            quantization.TryAdd("compensation", "none");
+            return copy;
+        }
+
+        var omega = (quantization["omega"] as JsonValue)?.ToString();
+        var method = (quantization["method"] as JsonValue)?.ToString();
+        var order = (root["finetune"]?["order"] as JsonValue)?.ToString();
+        var usesAnalysis = omega is "sensitivity" or "hessian-diagonal" || method == QuantizationMethods.HessianKmeans || order == "hawq";
+        if (usesAnalysis)
+        {
+            if (copy["sensitivity"] is not JsonObject sensitivity)
+            {
+                copy["sensitivity"] = sensitivity = new JsonObject();
+            }
+
+            sensitivity.TryAdd("method", "trace");
+        }
+
+        return copy;
     }
 
     private static IEnumerable<QuantException> CheckFiles(LoadedPolicy loaded, YamlJson document)

@@ -36,9 +36,7 @@ internal static class PolicyTemplate
             : $"  evaluation: {Quote(evaluation)}  # samples for the accuracy gate (labels optional)");
         Line("  # training: data/train.npz          # samples for finetune (.npz; labels optional), disjoint from evaluation");
         Line("sensitivity:");
-        Line(calibration is null
-            ? "  method: none                       # trace | eigenvalue | none; trace needs data.calibration"
-            : "  method: trace                      # trace (Hutchinson, HAWQ-V2) | eigenvalue (power iteration) | none");
+        Line("  method: none                       # none | trace (Hutchinson, HAWQ-V2) | eigenvalue; for omega: sensitivity or hessian-diagonal, finetune order: hawq");
         Line("  loss: auto                         # auto | cross-entropy | kl | mse");
         Line(Invariant($"  samples: {PolicyDefaults.Samples}"));
         Line(Invariant($"  batch_size: {PolicyDefaults.BatchSize}"));
@@ -60,8 +58,12 @@ internal static class PolicyTemplate
         Line("  #   - match: \"conv1.*\"");
         Line("  #     bits: 8");
         Line("  search: dp                         # dp (exact) | greedy (HAWQ-V1 order)");
-        Line("  omega: sensitivity                 # sensitivity x squared error (HAWQ) | hessian-diagonal | measured (loss increase) | output-error (layer outputs, label-free) | relative-output-error");
-        Line("  compensation: none                 # none | gptq (second-order compensated rounding, label-free; needs data.calibration)");
+        Line(calibration is null
+            ? "  omega: sensitivity                 # output-error (layer outputs, label-free; needs data.calibration) | sensitivity x squared error (HAWQ) | hessian-diagonal | measured (loss increase) | relative-output-error"
+            : "  omega: output-error                # output-error (layer outputs, label-free) | sensitivity x squared error (HAWQ) | hessian-diagonal | measured (loss increase) | relative-output-error");
+        Line(calibration is null
+            ? "  compensation: none                 # gptq (second-order compensated rounding, label-free; needs data.calibration) | none"
+            : "  compensation: gptq                 # gptq (second-order compensated rounding, label-free) | none");
         Line("  gptq:                              # for compensation: gptq");
         Line(Invariant($"    dampening: {PolicyDefaults.GptqDampening}").PadRight(37) + "#   fraction of the mean Hessian diagonal added to it");
         Line("    order: natural                   #   natural | descending-diagonal (GPTQ's act order)");

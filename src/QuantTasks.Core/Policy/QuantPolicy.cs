@@ -112,8 +112,11 @@ internal enum DeviceKind
 /// <summary>The Hessian sensitivity analysis.</summary>
 internal sealed class SensitivityOptions
 {
-    /// <summary>Default: <see cref="SensitivityMethod.Trace"/>.</summary>
-    public SensitivityMethod Method { get; init; } = SensitivityMethod.Trace;
+    /// <summary>
+    /// Default: <see cref="SensitivityMethod.None"/>: the default Omega (output-error) and compensation need no
+    /// analysis, and they won on every fixture (docs/policy.md, "The defaults").
+    /// </summary>
+    public SensitivityMethod Method { get; init; } = SensitivityMethod.None;
 
     /// <summary>Default: <see cref="LossKind.Auto"/>.</summary>
     public LossKind Loss { get; init; } = LossKind.Auto;
@@ -203,14 +206,20 @@ internal sealed class QuantizationOptions
     /// <summary>How bits are allocated under the budget. Default: <see cref="SearchAlgorithm.Dp"/>.</summary>
     public SearchAlgorithm Search { get; init; } = SearchAlgorithm.Dp;
 
-    /// <summary>What the search minimises for each tensor. Default: <see cref="OmegaKind.Sensitivity"/>.</summary>
-    public OmegaKind Omega { get; init; } = OmegaKind.Sensitivity;
+    /// <summary>
+    /// What the search minimises for each tensor. Default: <see cref="OmegaKind.OutputError"/> with calibration
+    /// data; without it, <see cref="OmegaKind.Sensitivity"/> (the loader fills that in).
+    /// </summary>
+    public OmegaKind Omega { get; init; } = OmegaKind.OutputError;
 
     /// <summary>Settings of the ecsq method.</summary>
     public EcsqOptions Ecsq { get; init; } = new();
 
-    /// <summary>Second-order compensated rounding. Default: <see cref="CompensationKind.None"/>.</summary>
-    public CompensationKind Compensation { get; init; } = CompensationKind.None;
+    /// <summary>
+    /// Second-order compensated rounding. Default: <see cref="CompensationKind.Gptq"/> with calibration data;
+    /// without it, <see cref="CompensationKind.None"/> (the loader fills that in).
+    /// </summary>
+    public CompensationKind Compensation { get; init; } = CompensationKind.Gptq;
 
     /// <summary>Settings of <see cref="CompensationKind.Gptq"/>.</summary>
     public GptqOptions Gptq { get; init; } = new();

@@ -27,7 +27,7 @@ public sealed class InitCommandTests : IDisposable
     }
 
     [Fact]
-    public void With_calibration_data_the_policy_turns_the_Hessian_analysis_on()
+    public void With_calibration_data_the_policy_compensates_and_prices_layer_output_errors()
     {
         _folder.Copy(Fixtures.Model("lenet5.onnx"));
         Directory.CreateDirectory(_folder.File("data"));
@@ -37,7 +37,9 @@ public sealed class InitCommandTests : IDisposable
         var policy = PolicyLoader.Load(_folder.File("quant.yaml")).Policy;
 
         Assert.Equal(0, exit);
-        Assert.Equal(SensitivityMethod.Trace, policy.Sensitivity.Method);
+        Assert.Equal(SensitivityMethod.None, policy.Sensitivity.Method);
+        Assert.Equal(OmegaKind.OutputError, policy.Quantization.Omega);
+        Assert.Equal(CompensationKind.Gptq, policy.Quantization.Compensation);
         Assert.Equal("data/calib.npz", policy.Data.Calibration);
     }
 

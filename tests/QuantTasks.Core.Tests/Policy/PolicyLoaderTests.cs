@@ -53,8 +53,10 @@ public sealed class PolicyLoaderTests : IDisposable
         Assert.Null(policy.Quantization.Budget.CompressionRatio);
         Assert.Equal(8, policy.Quantization.Overrides[0].Bits);
         Assert.Equal(1.0, policy.Accuracy.MaxDrop);
-        // Left out, so defaults:
+        // Left out, so defaults (the analysis on, since hessian-kmeans uses it; omega and compensation as with calibration data):
         Assert.Equal(SensitivityMethod.Trace, policy.Sensitivity.Method);
+        Assert.Equal(OmegaKind.OutputError, policy.Quantization.Omega);
+        Assert.Equal(CompensationKind.Gptq, policy.Quantization.Compensation);
         Assert.Equal(512, policy.Sensitivity.Samples);
         Assert.Equal(Granularity.PerChannel, policy.Quantization.Granularity);
         Assert.Equal(["*bias*"], policy.Quantization.KeepFloat);
@@ -236,10 +238,33 @@ public sealed class PolicyLoaderTests : IDisposable
     [Fact]
     public void Trace_without_calibration_data_is_QT1107()
     {
-        var error = Fails("version: 1\nmodels:\n  - path: models/lenet5.onnx\n");
+        var error = Fails("version: 1\nmodels:\n  - path: models/lenet5.onnx\nsensitivity:\n  method: trace\n");
 
         Assert.Equal(ErrorCode.PolicyMissingKey, error.Code);
         Assert.Contains("data.calibration", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Without_calibration_data_the_defaults_are_the_ones_that_need_none()
+    {
+        var policy = Load("version: 1\nmodels:\n  - path: models/lenet5.onnx\n").Policy;
+
+        Assert.Equal(SensitivityMethod.None, policy.Sensitivity.Method);
+        Assert.Equal(OmegaKind.Sensitivity, policy.Quantization.Omega);
+        Assert.Equal(CompensationKind.None, policy.Quantization.Compensation);
+    }
+
+    [Theory]
+    [InlineData("quantization:\n  omega: output-error\n", "None")]
+    [InlineData("quantization:\n  omega: sensitivity\n", "Trace")]
+    [InlineData("quantization:\n  omega: hessian-diagonal\n", "Trace")]
+    [InlineData("quantization:\n  omega: sensitivity\nsensitivity:\n  method: eigenvalue\n", "Eigenvalue")]
+    [InlineData("quantization:\n  omega: sensitivity\nsensitivity:\n  method: none\n", "None")]
+    public void With_calibration_data_the_analysis_turns_on_only_when_the_policy_uses_it(string sections, string expected)
+    {
+        var policy = Load("version: 1\nmodels:\n  - path: models/lenet5.onnx\ndata:\n  calibration: data/calib.npz\n" + sections).Policy;
+
+        Assert.Equal(Enum.Parse<SensitivityMethod>(expected), policy.Sensitivity.Method);
     }
 
     [Fact]

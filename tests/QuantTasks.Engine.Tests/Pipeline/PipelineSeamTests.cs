@@ -116,7 +116,7 @@ public sealed class PipelineSeamTests : IDisposable
             Models = [new ModelOptions { Path = "mlp.onnx", Name = "Digits" }],
             Data = new DataOptions { Evaluation = "test.npz" },
             Sensitivity = new SensitivityOptions { Method = SensitivityMethod.None },
-            Quantization = new QuantizationOptions { Method = method, Bits = [2], Budget = new BudgetOptions { AverageBits = 3 } },
+            Quantization = new QuantizationOptions { Method = method, Bits = [2], Omega = OmegaKind.Sensitivity, Compensation = CompensationKind.None, Budget = new BudgetOptions { AverageBits = 3 } },
             Accuracy = new AccuracyOptions { MaxDrop = 100 },
         });
 

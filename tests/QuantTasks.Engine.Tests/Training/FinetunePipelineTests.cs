@@ -116,7 +116,7 @@ public sealed class FinetunePipelineTests : IDisposable
             Models = [new ModelOptions { Path = "lenet5.onnx", Name = "Digits" }],
             Data = new DataOptions { Evaluation = "test.npz", Training = finetune is null ? null : training },
             Sensitivity = new SensitivityOptions { Method = SensitivityMethod.None },
-            Quantization = new QuantizationOptions { Budget = new BudgetOptions { CompressionRatio = 16 } },
+            Quantization = new QuantizationOptions { Omega = OmegaKind.Sensitivity, Compensation = CompensationKind.None, Budget = new BudgetOptions { CompressionRatio = 16 } },
             Pruning = new PruningOptions { Sparsity = 0.5 },
             Accuracy = new AccuracyOptions { MaxDrop = 100 },
             Finetune = finetune,
