@@ -104,21 +104,23 @@ internal sealed class HessianOracle
         ArgumentNullException.ThrowIfNull(useBatch);
         foreach (var batch in _batches)
         {
-            for (var attempt = 1; ; attempt++)
-            {
-                using var scope = NewDisposeScope();
-                var loss = LossOf(batch);
-                var gradients = autograd.grad([loss], _graph.Parameters.ToList(), create_graph: true, retain_graph: true);
-                if (attempt < TransientNaN.Attempts && !TransientNaN.AllFinite(gradients) && TransientNaN.AllFinite([loss]))
-                {
-                    continue; // a finite loss with a NaN gradient: libtorch's transient NaN (see TransientNaN); build it again.
-                }
-
-                useBatch(new BatchProducts(gradients, _graph.Parameters, batch.Weight));
-                break;
-            }
+            using var scope = NewDisposeScope();
+            useBatch(new BatchProducts(() => GradientGraph(batch), _graph.Parameters, batch.Weight));
         }
     }
+
+    /// <summary>
+    /// The batch's gradient graph (create_graph), built again while its gradients come back NaN from a finite loss:
+    /// libtorch's transient NaN (see <see cref="TransientNaN"/>).
+    /// </summary>
+    private IList<Tensor> GradientGraph(Batch batch) =>
+        TransientNaN.Retry(
+            () =>
+            {
+                var loss = LossOf(batch);
+                return (Loss: loss, Gradients: autograd.grad([loss], _graph.Parameters.ToList(), create_graph: true, retain_graph: true));
+            },
+            g => !TransientNaN.AllFinite([g.Loss]) || TransientNaN.AllFinite(g.Gradients)).Gradients;
 
     /// <summary>
     /// The mean loss over all samples and the norm of its gradient: one plain forward and backward pass per batch,
@@ -212,16 +214,27 @@ internal sealed class HessianOracle
     private sealed record Batch(Dictionary<string, ReadOnlyMemory<float>> Inputs, Dictionary<string, long[]> Shapes, ReadOnlyMemory<long>? Labels, double Weight);
 }
 
-/// <summary>Hessian-vector products through one batch's gradient graph.</summary>
+/// <summary>
+/// Hessian-vector products through one batch's gradient graph. A product that comes back NaN is computed again on
+/// a gradient graph built anew: the NaN of libtorch's multi-threaded kernels (see <see cref="TransientNaN"/>) can
+/// sit in a buffer the graph saved for the second backward pass, where repeating the product on the same graph
+/// meets it every time.
+/// </summary>
 internal sealed class BatchProducts
 {
-    private readonly IList<Tensor> _gradients;
+    private readonly Func<IList<Tensor>> _build;
     private readonly IReadOnlyList<Tensor> _parameters;
+    private IList<Tensor> _gradients;
 
-    public BatchProducts(IList<Tensor> gradients, IReadOnlyList<Tensor> parameters, double weight)
+    /// <param name="build">Builds the batch's gradient graph (called once, and again after a NaN product).</param>
+    /// <param name="parameters">The leaves.</param>
+    /// <param name="weight">The batch's share of the samples.</param>
+    public BatchProducts(Func<IList<Tensor>> build, IReadOnlyList<Tensor> parameters, double weight)
     {
-        _gradients = gradients;
+        ArgumentNullException.ThrowIfNull(build);
+        _build = build;
         _parameters = parameters;
+        _gradients = build();
         Weight = weight;
     }
 
@@ -236,7 +249,8 @@ internal sealed class BatchProducts
         TransientNaN.Retry(
             () => autograd.grad(_gradients, _parameters.ToList(), grad_outputs: vector, retain_graph: true, allow_unused: true)
                 .Select((g, i) => g.IsInvalid ? zeros_like(_parameters[i]) : g).ToList(),
-            TransientNaN.AllFinite);
+            TransientNaN.AllFinite,
+            _ => _gradients = _build());
 
     /// <summary>The block product H_tt v_t for one parameter t.</summary>
     public Tensor BlockProduct(int t, Tensor vector) =>
@@ -246,5 +260,6 @@ internal sealed class BatchProducts
                 var result = autograd.grad([(_gradients[t] * vector).sum()], [_parameters[t]], retain_graph: true, allow_unused: true)[0];
                 return result.IsInvalid ? zeros_like(_parameters[t]) : result;
             },
-            result => TransientNaN.AllFinite([result]));
+            result => TransientNaN.AllFinite([result]),
+            _ => _gradients = _build());
 }
