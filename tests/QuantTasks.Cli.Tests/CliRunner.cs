@@ -18,11 +18,13 @@ internal static class CliRunner
         var stderr = new StringWriter();
         int exit;
         long allocated;
-        var clock = System.Diagnostics.Stopwatch.StartNew();
+        System.Diagnostics.Stopwatch clock;
 
-        // The working folder is process-wide; tests that change it take turns.
+        // The working folder is process-wide; tests that change it take turns. The clock starts once this run has
+        // its turn: the time a hostile input may take is the run's own, not the queue's before it.
         lock (s_directoryGate)
         {
+            clock = System.Diagnostics.Stopwatch.StartNew();
             var previous = Environment.CurrentDirectory;
             Environment.CurrentDirectory = workingFolder;
             var before = GC.GetTotalAllocatedBytes(precise: true);
