@@ -233,6 +233,12 @@ internal sealed class HttpCache : ResultCache, IDisposable
             MarkDown(e, note);
             return null;
         }
+        catch (Exception e) when (e is System.Xml.XmlException or JsonException or InvalidOperationException or EntryTooLargeException)
+        {
+            // A listing that is not what it claims (or a hostile one): nothing listed, nothing fetched.
+            note?.Invoke(ErrorCode.RemoteCacheEntryRejected.Warning($"The remote cache at {Location} sent a listing that cannot be read ({e.Message}); nothing is taken from it."));
+            return null;
+        }
     }
 
     public void Dispose() => _client.Dispose();
@@ -333,7 +339,9 @@ internal sealed class HttpCache : ResultCache, IDisposable
     private static RemoteEntry[] ParsePropfind(byte[] xml)
     {
         XNamespace dav = "DAV:";
-        var document = XDocument.Parse(System.Text.Encoding.UTF8.GetString(xml), LoadOptions.None);
+        // No DTD: a server's entities could expand without bound (or reach for other URLs).
+        using var reader = System.Xml.XmlReader.Create(new MemoryStream(xml), new System.Xml.XmlReaderSettings { DtdProcessing = System.Xml.DtdProcessing.Prohibit, XmlResolver = null });
+        var document = XDocument.Load(reader, LoadOptions.None);
         return document.Descendants(dav + "response")
             .Select(r => (Href: (string?)r.Element(dav + "href") ?? "", Length: (string?)r.Descendants(dav + "getcontentlength").FirstOrDefault()))
             .Select(r => (Name: Uri.UnescapeDataString(r.Href.TrimEnd('/').Split('/')[^1]), r.Length))

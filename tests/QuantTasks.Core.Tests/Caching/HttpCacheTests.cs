@@ -124,6 +124,24 @@ public sealed class HttpCacheTests
     }
 
     [Theory]
+    [InlineData(207, "<!DOCTYPE x [<!ENTITY a \"b\">]><x>&a;</x>")]
+    [InlineData(207, "<multistatus xmlns=\"DAV:\"><response>")]
+    [InlineData(200, "{\"not\": \"an array\"}")]
+    [InlineData(200, "[{\"name\": ")]
+    public void A_listing_that_cannot_be_read_is_refused_with_QT1010_and_lists_nothing(int status, string body)
+    {
+        var server = new ScriptedServer(r => r.Method == "PROPFIND" && status == 207 || r.Method == "GET" && status == 200
+            ? new HttpResponseMessage((HttpStatusCode)status) { Content = new StringContent(body, System.Text.Encoding.UTF8, status == 200 ? "application/json" : "application/xml") }
+            : Answer(HttpStatusCode.MethodNotAllowed));
+        using var cache = new HttpCache(new RemoteCacheOptions(new Uri("http://cache.example/")), server);
+        var notes = new List<string>();
+
+        Assert.Null(cache.List(notes.Add));
+
+        Assert.Contains("warning QT1010", Assert.Single(notes), StringComparison.Ordinal);
+    }
+
+    [Theory]
     [InlineData("ftp://cache.example/")]
     [InlineData("cache.example")]
     [InlineData("http://user:pa55word@cache.example/")]
