@@ -26,6 +26,7 @@ internal static class AnalyzeCommand
         var batchSize = new Option<int>("--batch-size") { Description = "Samples per batch.", DefaultValueFactory = _ => defaults.BatchSize };
         var maxIterations = new Option<int>("--max-iterations") { Description = "Most probes or power iterations per estimate.", DefaultValueFactory = _ => defaults.MaxIterations };
         var tolerance = new Option<double>("--tolerance") { Description = "Relative precision at which an estimate stops.", DefaultValueFactory = _ => defaults.Tolerance };
+        var sketch = new Option<int>("--sketch") { Description = "Hutch++'s sketch rank for the trace; 0 for Hutchinson's estimator alone.", DefaultValueFactory = _ => defaults.Sketch };
         var seed = new Option<long>("--seed") { Description = "Seed of the random probes.", DefaultValueFactory = _ => defaults.Seed };
         var device = new Option<string>("--device") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
         device.AcceptOnlyFromAmong("auto", "cpu", "cuda");
@@ -33,7 +34,7 @@ internal static class AnalyzeCommand
         var json = new Option<bool>("--json") { Description = "Write the contract's JSON to standard output." };
         var command = new Command("analyze", "Hessian sensitivity per weight tensor: trace (Hutchinson) and top eigenvalue (power iteration).")
         {
-            model, data, method, loss, samples, batchSize, maxIterations, tolerance, seed, device, output, json,
+            model, data, method, loss, samples, batchSize, maxIterations, tolerance, sketch, seed, device, output, json,
         };
         command.SetAction(parse =>
         {
@@ -51,6 +52,11 @@ internal static class AnalyzeCommand
                 throw new Diagnostics.QuantException(Diagnostics.ErrorCode.Usage, $"--tolerance must be greater than 0 and at most 1; it is {tol.ToString(CultureInfo.InvariantCulture)}.");
             }
 
+            if (parse.GetValue(sketch) is < 0 or > 256)
+            {
+                throw new Diagnostics.QuantException(Diagnostics.ErrorCode.Usage, $"--sketch must be between 0 and 256; it is {parse.GetValue(sketch)}.");
+            }
+
             var options = new AnalysisOptions(
                 Enum.Parse<AnalysisMethod>(parse.GetRequiredValue(method), ignoreCase: true),
                 parse.GetRequiredValue(loss) switch { "cross-entropy" => LossKind.CrossEntropy, "kl" => LossKind.Kl, "mse" => LossKind.Mse, _ => LossKind.Auto },
@@ -60,7 +66,8 @@ internal static class AnalyzeCommand
                 tol,
                 parse.GetValue(seed),
                 Enum.Parse<DeviceKind>(parse.GetRequiredValue(device), ignoreCase: true),
-                parse.GetValue(output));
+                parse.GetValue(output),
+                parse.GetValue(sketch));
             var modelPath = parse.GetRequiredValue(model);
             var dataPath = parse.GetRequiredValue(data);
             SensitivityReport report;

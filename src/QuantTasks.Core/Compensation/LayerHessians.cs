@@ -118,7 +118,7 @@ internal static class LayerHessians
                 var (values, shape) = batch[layers[i].Input];
                 vectors[i] += layers[i].Accumulate(values, shape, grams[i]);
             });
-        }, cancellation);
+        }, MaxActivationBytes, cancellation);
 
         return Enumerable.Range(0, layers.Length).ToDictionary(
             i => layers[i].Weight.Name,
@@ -290,6 +290,12 @@ internal static class LayerHessians
             return result;
         }
     }
+
+    /// <summary>
+    /// The layers' inputs of one batch may take this much (they are copied once more for the Gram sums): the
+    /// batch size shrinks to fit, down to one sample, so large images do not multiply the peak memory.
+    /// </summary>
+    private const long MaxActivationBytes = 256L << 20;
 
     // Rows per product when adding to a Gram matrix: the kernel's inner block.
     private const int RowsPerProduct = 256;

@@ -190,9 +190,13 @@ internal static class ModelEvaluator
     /// Runs the model on the first <paramref name="samples"/> samples in batches of <paramref name="batchSize"/>
     /// and hands each batch's values of <paramref name="outputs"/> (graph outputs, or inner values the caller
     /// added as outputs) to <paramref name="onBatch"/>, so that nothing holds every sample's activations at once.
+    /// With <paramref name="maxBatchBytes"/>, the first sample runs alone and its outputs' size fixes a batch size
+    /// whose outputs stay within that many bytes (at least one sample, at most <paramref name="batchSize"/>): a
+    /// detector's activations at 640 x 640 are tens of megabytes per sample, a LeNet's a few kilobytes.
     /// </summary>
     public static void Stream(byte[] model, DataFile data, IReadOnlyList<string> outputs, string modelPath, int samples, int batchSize,
-        Action<IReadOnlyDictionary<string, (float[] Values, long[] Shape)>> onBatch, CancellationToken cancellation = default)
+        Action<IReadOnlyDictionary<string, (float[] Values, long[] Shape)>> onBatch, long maxBatchBytes = long.MaxValue,
+        CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(outputs);
@@ -207,16 +211,32 @@ internal static class ModelEvaluator
         }
 
         var total = (int)Math.Min(samples, arrays.Min(a => a.Rows));
-        RunBatches(session, arrays, total, batchSize, outputs, modelPath, data.Path, (_, results) =>
+        long perSample = 0;
+        void Hand(int count, IDisposableReadOnlyCollection<OrtValue> results)
         {
             var batch = new Dictionary<string, (float[], long[])>(StringComparer.Ordinal);
+            long bytes = 0;
             for (var i = 0; i < outputs.Count; i++)
             {
-                batch[outputs[i]] = (results[i].GetTensorDataAsSpan<float>().ToArray(), results[i].GetTensorTypeAndShape().Shape);
+                var values = results[i].GetTensorDataAsSpan<float>().ToArray();
+                bytes += (long)values.Length * sizeof(float);
+                batch[outputs[i]] = (values, results[i].GetTensorTypeAndShape().Shape);
             }
 
+            perSample = Math.Max(perSample, bytes / Math.Max(1, count));
+
             onBatch(batch);
-        }, cancellation);
+        }
+
+        var first = 0;
+        if (maxBatchBytes != long.MaxValue && total > 1)
+        {
+            RunBatches(session, arrays, 1, 1, outputs, modelPath, data.Path, Hand, cancellation);
+            first = 1;
+            batchSize = (int)Math.Clamp(maxBatchBytes / Math.Max(1, perSample), 1, batchSize);
+        }
+
+        RunBatches(session, arrays, total, batchSize, outputs, modelPath, data.Path, Hand, cancellation, first: first);
     }
 
     /// <summary>
@@ -225,11 +245,11 @@ internal static class ModelEvaluator
     /// </summary>
     private static void RunBatches(InferenceSession session, NpyArray[] arrays, int samples, int batchSize, IReadOnlyList<string> outputs,
         string modelPath, string dataPath, Action<int, IDisposableReadOnlyCollection<OrtValue>> onBatch, CancellationToken cancellation,
-        IReadOnlyList<(string Name, OrtValue Value)>? extra = null)
+        IReadOnlyList<(string Name, OrtValue Value)>? extra = null, int first = 0)
     {
         var names = extra is null ? session.InputNames : [.. session.InputNames, .. extra.Select(e => e.Name)];
         using var runOptions = new RunOptions();
-        for (var start = 0; start < samples; start += batchSize)
+        for (var start = first; start < samples; start += batchSize)
         {
             cancellation.ThrowIfCancellationRequested();
             var count = Math.Min(batchSize, samples - start);

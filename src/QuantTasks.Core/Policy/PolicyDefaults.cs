@@ -19,6 +19,12 @@ internal static class PolicyDefaults
     /// <summary>Relative change below which an estimate stops.</summary>
     public const double Tolerance = 0.01;
 
+    /// <summary>
+    /// Hutch++'s sketch rank for the trace: on LeNet-5 it cut the trace's error at 48 Hessian-vector products from
+    /// 19.8% to 0.9% (HutchPlusPlusTests), and the seed-to-seed spread on the BN-folded ResNet from 9-115% to 1-17%.
+    /// </summary>
+    public const int Sketch = 16;
+
     /// <summary>ECSQ's rate weight.</summary>
     public const double EcsqLambda = 0.005;
 

@@ -42,6 +42,7 @@ internal static class PolicyTemplate
         Line(Invariant($"  batch_size: {PolicyDefaults.BatchSize}"));
         Line(Invariant($"  max_iterations: {PolicyDefaults.MaxIterations}"));
         Line(Invariant($"  tolerance: {PolicyDefaults.Tolerance}"));
+        Line(Invariant($"  sketch: {PolicyDefaults.Sketch}").PadRight(37) + "# Hutch++: Hessian directions taken exactly before probing the trace; 0 = Hutchinson alone");
         Line("  seed: 0");
         Line("  device: auto                       # auto | cpu | cuda");
         Line("quantization:");

@@ -133,6 +133,12 @@ internal sealed class SensitivityOptions
     /// <summary>Relative change below which an estimate stops. Default: 0.01.</summary>
     public double Tolerance { get; init; } = PolicyDefaults.Tolerance;
 
+    /// <summary>
+    /// Hutch++'s sketch rank: the part of the Hessian in the span of H S for this many random S is computed exactly
+    /// (2 x sketch Hessian-vector products) and only the rest is probed; 0 is Hutchinson's estimator alone. Default: 16.
+    /// </summary>
+    public int Sketch { get; init; } = PolicyDefaults.Sketch;
+
     /// <summary>Seed of the random probes. Default: 0.</summary>
     public long Seed { get; init; }
 

@@ -35,6 +35,7 @@ internal enum AnalysisMethod
 /// <param name="Seed">Seed of the random probes.</param>
 /// <param name="Device">auto, cpu or cuda.</param>
 /// <param name="Output">The graph output holding the logits, or null for the first.</param>
+/// <param name="Sketch">Hutch++'s sketch rank for the trace; 0 for Hutchinson's estimator alone.</param>
 internal sealed record AnalysisOptions(
     AnalysisMethod Method = AnalysisMethod.Trace,
     LossKind Loss = LossKind.Auto,
@@ -44,7 +45,8 @@ internal sealed record AnalysisOptions(
     double Tolerance = PolicyDefaults.Tolerance,
     long Seed = 0,
     DeviceKind Device = DeviceKind.Auto,
-    string? Output = null);
+    string? Output = null,
+    int Sketch = PolicyDefaults.Sketch);
 
 /// <summary>One tensor's sensitivity, as <c>analyze --json</c> reports it.</summary>
 /// <param name="Name">The weight's name.</param>
@@ -124,7 +126,7 @@ internal static class SensitivityAnalysis
         var probes = 0;
         if (options.Method is AnalysisMethod.Trace or AnalysisMethod.Both)
         {
-            (traces, diagonals, probes) = HessianEstimators.TraceAndDiagonal(oracle, options.MaxIterations, options.Tolerance, options.Seed, progress);
+            (traces, diagonals, probes) = HessianEstimators.TraceAndDiagonal(oracle, options.MaxIterations, options.Tolerance, options.Seed, progress, options.Sketch);
         }
 
         if (options.Method is AnalysisMethod.Eigenvalue or AnalysisMethod.Both)

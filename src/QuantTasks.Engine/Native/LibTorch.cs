@@ -119,6 +119,11 @@ internal static class LibTorch
                 // Any call initializes TorchSharp's native backend; a failure surfaces here, not mid-analysis.
                 using var probe = torch.zeros(1);
                 WarmUpOutsideDisposeScopes(probe);
+                if (!OneDnn.Disable())
+                {
+                    note?.Invoke("could not turn off libtorch's oneDNN kernels, whose float32 convolution gradients are wrong for some shapes; "
+                        + "the analysis retries NaN results but cannot see wrong finite ones");
+                }
             }
             catch (QuantException)
             {

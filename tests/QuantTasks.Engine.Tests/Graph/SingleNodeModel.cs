@@ -134,6 +134,66 @@ internal sealed class SingleNodeModel
         return results;
     }
 
+    /// <summary>
+    /// Second order through the node: for L(x) = sum over float outputs of sum((c * y)^2) / 2 + sum(d * y) (c and
+    /// d fixed, in [0.5, 1.5): the square makes even a linear node's Hessian nonzero, the linear term shows the
+    /// node's own curvature, which the square's can cancel, as sqrt(x)^2 = x does), the executor's Hessian-vector product over the float inputs by double backward, and the same by
+    /// central differences of its gradient, both flattened over all inputs. v uniform in [-1, 1), seeded.
+    /// </summary>
+    public (double[] Product, double[] Differences) SecondOrder(float epsilon = 1e-3f)
+    {
+        using var folder = new TempFolder();
+        var path = folder.File("node.onnx");
+        File.WriteAllBytes(path, Proto().ToByteArray());
+        LibTorch.EnsureLoaded();
+        using var scope = torch.NewDisposeScope();
+        using var graph = TorchGraph.Compile(OnnxModel.Load(path), [], torch.CPU);
+        var random = new Random(7);
+        var directions = _floats.Select(f => torch.tensor(f.Values.Select(_ => (2 * (float)random.NextDouble()) - 1).ToArray(), f.Shape)).ToArray();
+        Dictionary<int, (torch.Tensor C, torch.Tensor D)> weights = [];
+
+        torch.Tensor[] Gradient(float step, bool secondOrder)
+        {
+            var inputs = _floats.Select((f, i) => (torch.tensor(f.Values, f.Shape) + (directions[i] * step)).detach().requires_grad_(true)).ToArray();
+            var outputs = graph.Forward(_floats.Select((f, i) => (f.Name, inputs[i])).ToDictionary(p => p.Name, p => p.Item2), graph.OutputNames);
+            var loss = torch.zeros([]);
+            for (var o = 0; o < outputs.Length; o++)
+            {
+                if (!outputs[o].is_floating_point())
+                {
+                    continue;
+                }
+
+                if (!weights.TryGetValue(o, out var w))
+                {
+                    torch.Tensor Fixed() => torch.tensor(Enumerable.Range(0, (int)outputs[o].numel()).Select(_ => 0.5f + (float)random.NextDouble()).ToArray(), outputs[o].shape);
+                    w = weights[o] = (Fixed(), Fixed());
+                }
+
+                loss = loss + ((w.C * outputs[o]).pow(2).sum() / 2) + (w.D * outputs[o]).sum();
+            }
+
+            var gradients = torch.autograd.grad([loss], inputs, create_graph: secondOrder, retain_graph: true, allow_unused: true)
+                .Select((g, i) => g is null || g.IsInvalid ? torch.zeros_like(inputs[i]) : g).ToArray();
+            if (!secondOrder)
+            {
+                return gradients;
+            }
+
+            var inner = gradients.Select((g, i) => (g * directions[i]).sum()).Aggregate((a, b) => a + b);
+            return torch.autograd.grad([inner], inputs, retain_graph: true, allow_unused: true)
+                .Select((h, i) => h is null || h.IsInvalid ? torch.zeros_like(inputs[i]) : h).ToArray();
+        }
+
+        double[] Flat(IEnumerable<torch.Tensor> tensors) =>
+            tensors.SelectMany(t => t.detach().to(torch.ScalarType.Float64).contiguous().data<double>().ToArray()).ToArray();
+
+        var product = Flat(Gradient(0, secondOrder: true));
+        var plus = Flat(Gradient(epsilon, secondOrder: false));
+        var minus = Flat(Gradient(-epsilon, secondOrder: false));
+        return (product, plus.Select((p, i) => (p - minus[i]) / (2.0 * epsilon)).ToArray());
+    }
+
     private static double[] ToDoubles(OrtValue value) => value.GetTensorTypeAndShape().ElementDataType switch
     {
         TensorElementType.Float => value.GetTensorDataAsSpan<float>().ToArray().Select(v => (double)v).ToArray(),

@@ -271,6 +271,30 @@ public sealed class GroundTruthTests : IDisposable
     }
 
     [Fact]
+    public void A_sketch_as_wide_as_the_weights_makes_the_traces_and_diagonals_exact()
+    {
+        var model = MlpModel();
+        var exact = FiniteDifferenceHessians(model);
+        using var graph = TorchGraph.Compile(model, WeightCatalog.Find(model), torch.CPU);
+        var oracle = new HessianOracle(graph, DataFile.Load(_folder.File("data.npz")), LossKind.CrossEntropy, Samples, 40, null, torch.CPU);
+        var weights = graph.Parameters.Sum(p => (int)p.numel());
+
+        // Q spans every direction, so the probed rest is zero up to rounding whatever the probes.
+        var (traces, diagonals, _) = HessianEstimators.TraceAndDiagonal(oracle, 3 * weights + 2, 0.01, 4, null, sketch: weights);
+
+        for (var t = 0; t < exact.Length; t++)
+        {
+            var n = exact[t].GetLength(0);
+            var exactTrace = Enumerable.Range(0, n).Sum(i => exact[t][i, i]);
+            Assert.InRange(traces[t], exactTrace - (1e-3 * Math.Abs(exactTrace)), exactTrace + (1e-3 * Math.Abs(exactTrace)));
+            for (var i = 0; i < n; i++)
+            {
+                Assert.InRange(diagonals[t][i], exact[t][i, i] - (1e-3 * Math.Abs(exactTrace)), exact[t][i, i] + (1e-3 * Math.Abs(exactTrace)));
+            }
+        }
+    }
+
+    [Fact]
     public void The_diagonal_estimate_matches_the_exact_diagonal()
     {
         var w = Weights(Features * Classes);

@@ -45,6 +45,15 @@ public class LibTorchTests
     }
 
     [Fact]
+    public void Loading_turns_off_oneDNN_whose_float32_convolution_gradients_are_wrong_for_some_shapes()
+    {
+        LibTorch.EnsureLoaded();
+
+        // Read back from libtorch itself; the operator tests show what it mends (a 4 x 4 kernel at stride 2).
+        Assert.False(OneDnn.Enabled());
+    }
+
+    [Fact]
     public void The_host_libstdcxx_is_read_from_its_version_definitions()
     {
         // Every libstdc++ that .NET runs with defines the GCC 4 versions; the newest it defines decides the patch.

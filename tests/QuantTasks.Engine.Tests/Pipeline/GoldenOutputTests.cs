@@ -24,8 +24,9 @@ public sealed partial class GoldenOutputTests : IDisposable
 
     public static TheoryData<string> Cases => [.. Policies.Keys];
 
-    // Policies with calibration data name omega and compensation: the hashes were recorded when sensitivity and
-    // none were the defaults, and a default's change must not move a refactoring guard.
+    // Policies with calibration data name omega and compensation, and those with an analysis its sketch (0, for
+    // Hutchinson's estimator): the hashes were recorded when these were the defaults, and a default's change must
+    // not move a refactoring guard.
     private static readonly Dictionary<string, string> Policies = new(StringComparer.Ordinal)
     {
         // The sample app's policy until it took up fine-tuning (k-means per channel, 12x, trace analysis): its
@@ -41,6 +42,7 @@ public sealed partial class GoldenOutputTests : IDisposable
               evaluation: data/digits-eval.npz
             sensitivity:
               method: trace
+              sketch: 0
             quantization:
               method: kmeans
               granularity: per-channel
@@ -118,6 +120,7 @@ public sealed partial class GoldenOutputTests : IDisposable
         ["lenet-hessian-kmeans-diagonal"] = LeNet("""
             sensitivity:
               method: trace
+              sketch: 0
               samples: 64
               max_iterations: 20
             quantization:
@@ -134,6 +137,7 @@ public sealed partial class GoldenOutputTests : IDisposable
         ["lenet-ecsq-uniform-eigenvalue"] = LeNet("""
             sensitivity:
               method: eigenvalue
+              sketch: 0
               samples: 64
               max_iterations: 20
             quantization:

@@ -30,7 +30,7 @@ internal sealed class AnalyzeStage : PipelineStage
         var method = sensitivity.Method == SensitivityMethod.Trace ? AnalysisMethod.Trace
             : needsDiagonal ? AnalysisMethod.Both : AnalysisMethod.Eigenvalue;
         var options = new AnalysisOptions(method, sensitivity.Loss, sensitivity.Samples, sensitivity.BatchSize,
-            sensitivity.MaxIterations, sensitivity.Tolerance, sensitivity.Seed, sensitivity.Device, job.Options.Output);
+            sensitivity.MaxIterations, sensitivity.Tolerance, sensitivity.Seed, sensitivity.Device, job.Options.Output, sensitivity.Sketch);
         var steps = method == AnalysisMethod.Both ? 2.0 : 1.0;
 
         // Progress arrives after every probe: the place to stop when the build is cancelled.
