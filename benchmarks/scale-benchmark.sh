@@ -50,6 +50,7 @@ PY
   cp "$root"/work/scale/out/{det,rec}-*.npz "$work/models/"
 fi
 
+rm -f "$work/rows.txt"
 printf '%-14s %10s %8s %9s %9s %8s %8s %8s %8s %8s %9s %9s\n' model weights samples total_s analyze_s activ_s search_s quant_s eval_s other_s peak_GB ratio
 for m in $models; do
   case $m in
@@ -74,10 +75,32 @@ m = json.load(open(d + "/out/report.json"))["models"][0]
 s = m["stages"]
 peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", open(d + "/time.txt").read()).group(1)) / 1024 ** 2
 weights = sum(t.get("params", 0) for t in m["tensors"])
-samples = int(re.search(r"samples: (\d+)", open(d + "/quant.yaml").read()).group(1))
+# Samples the layer Hessians use: gptq.samples of the policy, at most the calibration file's rows (from the
+# first .npy header in the .npz, so no NumPy is needed).
+import ast, zipfile
+with zipfile.ZipFile(d + "/calibration.npz") as z:
+    raw = z.open(z.namelist()[0]).read(4096)
+header = ast.literal_eval(raw[raw.index(b"{"):raw.index(b"}") + 1].decode())
+gptq = int(re.search(r"    samples: (\d+)", open(d + "/quant.yaml").read()).group(1))
+samples = min(gptq, header["shape"][0])
 named = ["analyze", "activations", "search", "quantize", "evaluate"]
 other = sum(v for k, v in s.items() if k not in named)
 print(f"{name:<14} {weights:>10,} {samples:>8} {m['seconds']:>9.1f} " + " ".join(f"{s.get(k, 0):>8.1f}" for k in named)
       + f" {other:>8.1f} {peak:>9.2f} {m['compression_ratio']:>9.2f}")
+with open(d + "/../rows.txt", "a") as rows:
+    rows.write(f"{name} {weights} {m['seconds']} {s.get('activations', 0)} {s.get('search', 0)}\n")
 PY
 done
+
+# Growth with weights over the ResNets (same samples and image size): the slope of log seconds on log weights.
+python3 - "$work/rows.txt" <<'PY'
+import math, sys
+rows = [line.split() for line in open(sys.argv[1]) if line.startswith("resnet")]
+if len(rows) >= 2:
+    x = [math.log(float(r[1])) for r in rows]
+    for column, name in ((2, "total"), (3, "activations"), (4, "search")):
+        y = [math.log(max(float(r[column]), 1e-3)) for r in rows]
+        mx, my = sum(x) / len(x), sum(y) / len(y)
+        slope = sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
+        print(f"growth exponent ({name} seconds ~ weights^k over {len(rows)} ResNets): k = {slope:.2f}")
+PY
