@@ -1,4 +1,5 @@
 using QuantTasks.Diagnostics;
+using QuantTasks.Engine.Native;
 using QuantTasks.Onnx;
 using QuantTasks.Onnx.Proto;
 using QuantTasks.Weights;
@@ -17,6 +18,7 @@ internal sealed class TorchGraph : IDisposable
     private readonly long _opset;
     private readonly Dictionary<string, Tensor> _constants;
     private readonly (WeightTensor Weight, Tensor Parameter)[] _weights;
+    private IDisposable? _kernels;
 
     private TorchGraph(GraphProto graph, long opset, Dictionary<string, Tensor> constants, (WeightTensor, Tensor)[] weights, string[] inputs)
     {
@@ -75,7 +77,11 @@ internal sealed class TorchGraph : IDisposable
 
             var initializerNames = model.Graph.Initializer.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
             var inputs = model.Graph.Input.Select(i => i.Name).Where(n => !initializerNames.Contains(n)).ToArray();
-            return new TorchGraph(model.Graph, model.Opset, constants, parameters.ToArray(), inputs);
+            return new TorchGraph(model.Graph, model.Opset, constants, parameters.ToArray(), inputs)
+            {
+                // Last, after everything that can fail: the graph now holds the kernel choice until disposed.
+                _kernels = OneDnn.Choose(NeedsNativeConvolutions(model)),
+            };
         }
         catch
         {
@@ -86,6 +92,32 @@ internal sealed class TorchGraph : IDisposable
 
             throw;
         }
+    }
+
+    /// <summary>
+    /// Whether a convolution of the graph is of the kind whose oneDNN gradients were found wrong (see
+    /// <see cref="OneDnn"/>): a stride above 1, an even kernel side, or a kernel whose shape is not known here.
+    /// </summary>
+    internal static bool NeedsNativeConvolutions(OnnxModel model)
+    {
+        foreach (var node in model.Graph.Node.Where(n => n.OpType is "Conv" or "ConvTranspose"))
+        {
+            var attributes = node.Attribute.ToDictionary(a => a.Name, StringComparer.Ordinal);
+            if (attributes.TryGetValue("strides", out var strides) && strides.Ints.Any(s => s > 1))
+            {
+                return true;
+            }
+
+            var kernel = attributes.TryGetValue("kernel_shape", out var shape) ? shape.Ints.ToArray()
+                : node.Input.Count > 1 && model.FindTensor(node.Input[1]) is { Dims.Count: > 2 } weight ? weight.Dims.Skip(2).ToArray()
+                : null;
+            if (kernel is null || kernel.Any(k => k % 2 == 0))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>Runs the graph on a batch and returns the requested outputs.</summary>
@@ -142,6 +174,8 @@ internal sealed class TorchGraph : IDisposable
 
     public void Dispose()
     {
+        _kernels?.Dispose();
+        _kernels = null;
         foreach (var t in _constants.Values)
         {
             t.Dispose();

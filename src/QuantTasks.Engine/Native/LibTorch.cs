@@ -119,10 +119,10 @@ internal static class LibTorch
                 // Any call initializes TorchSharp's native backend; a failure surfaces here, not mid-analysis.
                 using var probe = torch.zeros(1);
                 WarmUpOutsideDisposeScopes(probe);
-                if (!OneDnn.Disable())
+                if (OneDnn.Enabled() is null)
                 {
-                    note?.Invoke("could not turn off libtorch's oneDNN kernels, whose float32 convolution gradients are wrong for some shapes; "
-                        + "the analysis retries NaN results but cannot see wrong finite ones");
+                    note?.Invoke("libtorch does not let its oneDNN kernels be turned off; their float32 gradients of strided convolutions are wrong for some shapes, "
+                        + "and the analysis retries NaN results but cannot see wrong finite ones");
                 }
             }
             catch (QuantException)

@@ -3,13 +3,13 @@ using System.Runtime.InteropServices;
 namespace QuantTasks.Engine.Native;
 
 /// <summary>
-/// Turns off libtorch's oneDNN (MKLDNN) CPU kernels for the process, so convolutions run on libtorch's own
-/// kernels. In float32, oneDNN's convolution backward pass gives wrong input gradients for some shapes: a 4 x 4
-/// kernel at stride 2 on an 8 x 8 input gave NaN in PyTorch 2.6 itself, and a Hessian-vector product 8% off its
-/// finite differences in libtorch 2.10 (float64 and the native kernels agree to 1e-4; see the operator tests).
-/// libtorch picks oneDNN for any batch of more than one sample or kernel above 3 x 3, so every analysis and
-/// fine-tuning step met it; its uninitialised memory is the likeliest source of the transient NaN gradients
-/// <see cref="TransientNaN"/> retries.
+/// Chooses between libtorch's oneDNN (MKLDNN) CPU convolution kernels and its own, per compiled graph. In float32,
+/// oneDNN's convolution backward pass gives wrong input gradients for some shapes: a 4 x 4 kernel at stride 2 on
+/// an 8 x 8 input gave NaN in PyTorch 2.6 itself, and a Hessian-vector product 8% off its finite differences in
+/// libtorch 2.10 (float64 and the native kernels agree to 1e-4; see the operator tests); 3 x 3 and 5 x 5 kernels
+/// at stride 1 were right. A graph with a strided convolution or an even kernel runs on libtorch's own kernels;
+/// others keep oneDNN, whose results earlier runs recorded (and which differ in their low bits). Its uninitialised
+/// memory is also the likeliest source of the transient NaN gradients <see cref="TransientNaN"/> retries.
 /// </summary>
 /// <remarks>
 /// TorchSharp has no setter for it, so this calls libtorch's <c>at::globalContext().setUserEnabledMkldnn(false)</c>
@@ -34,8 +34,45 @@ internal static class OneDnn
     [return: MarshalAs(UnmanagedType.U1)]
     private delegate bool GetEnabled(IntPtr context);
 
-    /// <summary>Whether oneDNN is off now; false when the loaded libtorch does not export the setting.</summary>
-    public static bool Disable()
+    // One choice at a time in the process: a graph holds it from compilation to disposal (re-entrant, so an
+    // analysis inside a fine-tuning run on the same thread nests), and the next graph waits.
+    private static readonly object s_gate = new();
+
+    /// <summary>
+    /// Takes the process's kernel choice for one graph: oneDNN off when <paramref name="native"/>, on otherwise,
+    /// until the returned object is disposed (on the same thread), which restores the choice before it.
+    /// </summary>
+    public static IDisposable Choose(bool native)
+    {
+        Monitor.Enter(s_gate);
+        var previous = Enabled();
+        Set(!native);
+        return new Choice(previous);
+    }
+
+    private sealed class Choice(bool? previous) : IDisposable
+    {
+        private bool _released;
+
+        public void Dispose()
+        {
+            if (_released)
+            {
+                return;
+            }
+
+            _released = true;
+            if (previous is { } enabled)
+            {
+                Set(enabled);
+            }
+
+            Monitor.Exit(s_gate);
+        }
+    }
+
+    /// <summary>Sets oneDNN on or off; false when the loaded libtorch does not export the setting.</summary>
+    private static bool Set(bool enabled)
     {
         foreach (var (library, context, set, get) in Exports)
         {
@@ -49,8 +86,8 @@ internal static class OneDnn
             }
 
             var instance = Marshal.GetDelegateForFunctionPointer<GlobalContext>(contextExport)();
-            Marshal.GetDelegateForFunctionPointer<SetEnabled>(setExport)(instance, false);
-            return !Marshal.GetDelegateForFunctionPointer<GetEnabled>(getExport)(instance);
+            Marshal.GetDelegateForFunctionPointer<SetEnabled>(setExport)(instance, enabled);
+            return Marshal.GetDelegateForFunctionPointer<GetEnabled>(getExport)(instance) == enabled;
         }
 
         return false;

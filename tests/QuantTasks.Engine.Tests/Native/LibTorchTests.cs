@@ -1,3 +1,4 @@
+using QuantTasks.Engine.Graph;
 using QuantTasks.Engine.Native;
 using QuantTasks.Tests;
 using TorchSharp;
@@ -45,12 +46,22 @@ public class LibTorchTests
     }
 
     [Fact]
-    public void Loading_turns_off_oneDNN_whose_float32_convolution_gradients_are_wrong_for_some_shapes()
+    public void A_graph_with_strided_convolutions_runs_without_oneDNN_and_gives_the_choice_back_when_disposed()
     {
         LibTorch.EnsureLoaded();
 
         // Read back from libtorch itself; the operator tests show what it mends (a 4 x 4 kernel at stride 2).
-        Assert.False(OneDnn.Enabled());
+        // LeNet-5's convolutions (5 x 5, stride 1) keep oneDNN; the ResNet's strided ones do not.
+        using (TorchGraph.Compile(Onnx.OnnxModel.Load(Fixtures.Model("lenet5.onnx")), [], torch.CPU))
+        {
+            Assert.True(OneDnn.Enabled());
+            using (TorchGraph.Compile(Onnx.OnnxModel.Load(Fixtures.Model("resnet-bn.onnx")), [], torch.CPU))
+            {
+                Assert.False(OneDnn.Enabled());
+            }
+
+            Assert.True(OneDnn.Enabled());
+        }
     }
 
     [Fact]
