@@ -111,9 +111,13 @@ internal static class HessianEstimators
 
             var result = diagonals.Select((d, t) =>
             {
-                using var mean = probes > 0 ? d / probes : d.clone();
-                using var whole = deflation is null ? mean.clone() : mean + deflation.Diagonals[t];
-                return whole.to(ScalarType.Float32).cpu().flatten().data<float>().ToArray();
+                using var mean = d / Math.Max(1, probes);
+                if (deflation is not null)
+                {
+                    mean.add_(deflation.Diagonals[t]);
+                }
+
+                return mean.to(ScalarType.Float32).cpu().flatten().data<float>().ToArray();
             }).ToArray();
             return (traces.Select((r, t) => exact[t] + r).ToArray(), result, products);
         }
@@ -228,9 +232,7 @@ internal static class HessianEstimators
             using var flat = cat(product.Select(p => p.flatten().to(ScalarType.Float64)).ToList());
             using var coefficients = _basis.t().mv(flat);
             using var rest = flat - _basis.mv(coefficients);
-            return Enumerable.Range(0, _shapes.Length)
-                .Select(t => rest.narrow(0, _offsets[t], _offsets[t + 1] - _offsets[t]).reshape(_shapes[t]).to(ScalarType.Float32))
-                .ToList();
+            return Split(rest, _offsets, _shapes);
         }
 
         public void Dispose()
@@ -242,6 +244,12 @@ internal static class HessianEstimators
             }
         }
 
+        // A flat float64 vector over all tensors, cut into the tensors' shapes in float32, as products take them.
+        private static List<Tensor> Split(Tensor flat, long[] offsets, long[][] shapes) =>
+            Enumerable.Range(0, shapes.Length)
+                .Select(t => flat.narrow(0, offsets[t], offsets[t + 1] - offsets[t]).reshape(shapes[t]).to(ScalarType.Float32))
+                .ToList();
+
         // H V for the columns V (each a flat float64 vector over all tensors), summed over the batches: n x k.
         private static Tensor Multiply(HessianOracle oracle, Tensor[] columns, long[] offsets, long[][] shapes)
         {
@@ -251,9 +259,7 @@ internal static class HessianEstimators
                 using var weight = batch.Weight.ToScalar();
                 for (var j = 0; j < columns.Length; j++)
                 {
-                    var v = Enumerable.Range(0, shapes.Length)
-                        .Select(t => columns[j].narrow(0, offsets[t], offsets[t + 1] - offsets[t]).reshape(shapes[t]).to(ScalarType.Float32))
-                        .ToList();
+                    var v = Split(columns[j], offsets, shapes);
                     var hv = cat(batch.Product(v).Select(h => h.flatten().to(ScalarType.Float64)).ToList());
                     sums[.., j].add_(hv, weight);
                 }

@@ -71,41 +71,38 @@ internal static class OneDnn
         }
     }
 
-    /// <summary>Sets oneDNN on or off; false when the loaded libtorch does not export the setting.</summary>
-    private static bool Set(bool enabled)
+    // libtorch's context and its oneDNN accessors, looked up once (libtorch is loaded before any graph); null
+    // when the loaded libtorch exports none of the names.
+    private static readonly Lazy<(IntPtr Context, SetEnabled Set, GetEnabled Get)?> s_exports = new(Resolve);
+
+    private static (IntPtr Context, SetEnabled Set, GetEnabled Get)? Resolve()
     {
         foreach (var (library, context, set, get) in Exports)
         {
-            // libtorch is already loaded by now: this finds the loaded copy by its name.
-            if (!NativeLibrary.TryLoad(library, out var handle)
-                || !NativeLibrary.TryGetExport(handle, context, out var contextExport)
-                || !NativeLibrary.TryGetExport(handle, set, out var setExport)
-                || !NativeLibrary.TryGetExport(handle, get, out var getExport))
-            {
-                continue;
-            }
-
-            var instance = Marshal.GetDelegateForFunctionPointer<GlobalContext>(contextExport)();
-            Marshal.GetDelegateForFunctionPointer<SetEnabled>(setExport)(instance, enabled);
-            return Marshal.GetDelegateForFunctionPointer<GetEnabled>(getExport)(instance) == enabled;
-        }
-
-        return false;
-    }
-
-    /// <summary>Whether oneDNN is on (for tests); null when the setting cannot be read.</summary>
-    public static bool? Enabled()
-    {
-        foreach (var (library, context, _, get) in Exports)
-        {
+            // This finds the already loaded copy by its name.
             if (NativeLibrary.TryLoad(library, out var handle)
                 && NativeLibrary.TryGetExport(handle, context, out var contextExport)
+                && NativeLibrary.TryGetExport(handle, set, out var setExport)
                 && NativeLibrary.TryGetExport(handle, get, out var getExport))
             {
-                return Marshal.GetDelegateForFunctionPointer<GetEnabled>(getExport)(Marshal.GetDelegateForFunctionPointer<GlobalContext>(contextExport)());
+                return (Marshal.GetDelegateForFunctionPointer<GlobalContext>(contextExport)(),
+                    Marshal.GetDelegateForFunctionPointer<SetEnabled>(setExport),
+                    Marshal.GetDelegateForFunctionPointer<GetEnabled>(getExport));
             }
         }
 
         return null;
     }
+
+    /// <summary>Sets oneDNN on or off, where the loaded libtorch exports the setting.</summary>
+    private static void Set(bool enabled)
+    {
+        if (s_exports.Value is { } exports)
+        {
+            exports.Set(exports.Context, enabled);
+        }
+    }
+
+    /// <summary>Whether oneDNN is on; null when the setting cannot be read.</summary>
+    public static bool? Enabled() => s_exports.Value is { } exports ? exports.Get(exports.Context) : null;
 }
