@@ -92,20 +92,37 @@ internal sealed class MeasuredLoss : IDisposable
     public (long Candidates, double Seconds) Throughput => (Interlocked.Read(ref _candidates), TimeSpan.FromTicks(Interlocked.Read(ref _elapsedTicks)).TotalSeconds);
 
     /// <summary>The loss with tensor <paramref name="name"/> replaced by <paramref name="values"/>, minus the float model's.</summary>
-    public double Increase(string name, float[] values)
+    public double Increase(string name, float[] values) => Increase([(name, values)]);
+
+    /// <summary>The loss with every listed tensor replaced by its values at once (the others float), minus the float model's.</summary>
+    public double Increase(IReadOnlyList<(string Name, float[] Values)> replaced)
     {
-        ArgumentNullException.ThrowIfNull(values);
+        ArgumentNullException.ThrowIfNull(replaced);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         double increase;
-        if (_overridable.TryGetValue(name, out var shape))
+        if (replaced.All(r => _overridable.ContainsKey(r.Name)))
         {
-            using var value = OrtValue.CreateTensorValueFromMemory((float[])values.Clone(), shape);
-            increase = Loss(ModelEvaluator.Run(_session, _data, _outputName, _modelPath, [(name, value)])) - _floatLoss;
+            var inputs = replaced.Select(r => (r.Name, Value: OrtValue.CreateTensorValueFromMemory((float[])r.Values.Clone(), _overridable[r.Name]))).ToArray();
+            try
+            {
+                increase = Loss(ModelEvaluator.Run(_session, _data, _outputName, _modelPath, inputs)) - _floatLoss;
+            }
+            finally
+            {
+                foreach (var (_, value) in inputs)
+                {
+                    value.Dispose();
+                }
+            }
         }
         else
         {
             var proto = _model.Clone();
-            OnnxModel.SetFloatValues(OnnxModel.FindTensor(proto.Graph, name) ?? throw new ArgumentException($"No tensor '{name}' in the model.", nameof(name)), values);
+            foreach (var (name, values) in replaced)
+            {
+                OnnxModel.SetFloatValues(OnnxModel.FindTensor(proto.Graph, name) ?? throw new ArgumentException($"No tensor '{name}' in the model.", nameof(replaced)), values);
+            }
+
             increase = Loss(ModelEvaluator.Run(proto.ToByteArray(), _data, _output, _modelPath)) - _floatLoss;
         }
 

@@ -75,6 +75,11 @@ internal static class PolicyTemplate
         Line("  ecsq:                              # for method: ecsq");
         Line("    algorithm: iterative             #   iterative (distortion + lambda * code length) | uniform");
         Line(Invariant($"    lambda: {PolicyDefaults.EcsqLambda}").PadRight(37) + "#   0 = k-means; larger = fewer bits");
+        Line("  joint_check:                       # after the search: every tensor quantized at once, measured (needs data.calibration)");
+        Line("    enabled: true                    #   false: trust the summed per-tensor costs");
+        Line(Invariant($"    margin: {PolicyDefaults.JointCheckMargin}").PadRight(37) + "#   correct when the joint loss exceeds the sum by more than this fraction");
+        Line(Invariant($"    rounds: {PolicyDefaults.JointCheckRounds}").PadRight(37) + "#   most correction rounds");
+        Line(Invariant($"    samples: {PolicyDefaults.JointCheckSamples}").PadRight(37) + "#   calibration samples per forward pass");
         Line("  seed: 0                            # k-means++ seeding");
         Line("pruning:");
         Line("  sparsity: 0.0                      # fraction of smallest weights set to zero; 0 = off");

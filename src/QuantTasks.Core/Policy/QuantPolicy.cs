@@ -230,8 +230,31 @@ internal sealed class QuantizationOptions
     /// <summary>Settings of <see cref="CompensationKind.Gptq"/>.</summary>
     public GptqOptions Gptq { get; init; } = new();
 
+    /// <summary>The combined result measured after the search, and corrected when it adds more loss than assumed.</summary>
+    public JointCheckSettings JointCheck { get; init; } = new();
+
     /// <summary>Seed of k-means++ seeding. Default: 0.</summary>
     public long Seed { get; init; }
+}
+
+/// <summary>
+/// The joint check (<c>quantization.joint_check</c>): after the search, one forward pass with every tensor
+/// quantized; when its loss exceeds the sum of the tensors' own losses by more than the margin, the worst tensors'
+/// candidates are measured again in that context and the budget is solved again (<see cref="Search.JointCheck"/>).
+/// </summary>
+internal sealed class JointCheckSettings
+{
+    /// <summary>Whether to check (needs data.calibration). Default: true.</summary>
+    public bool Enabled { get; init; } = PolicyDefaults.JointCheck;
+
+    /// <summary>How far (a fraction) the measured loss may exceed the assumed sum. Default: 0.25.</summary>
+    public double Margin { get; init; } = PolicyDefaults.JointCheckMargin;
+
+    /// <summary>Most correction rounds. Default: 2.</summary>
+    public int Rounds { get; init; } = PolicyDefaults.JointCheckRounds;
+
+    /// <summary>Calibration samples of the forward passes (the first ones). Default: 128.</summary>
+    public int Samples { get; init; } = PolicyDefaults.JointCheckSamples;
 }
 
 /// <summary>The quantization cost Omega the bit search minimises, summed over tensors.</summary>

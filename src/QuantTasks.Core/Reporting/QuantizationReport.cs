@@ -57,6 +57,16 @@ internal sealed record EpochReport(int Epoch, string Phase, int Stage, double Le
 internal sealed record TrainingReport(string Loss, string? Metric, int TrainingSamples, int HeldOutSamples, int BestEpoch, bool StoppedEarly,
     double Seconds, long Parameters, IReadOnlyList<EpochReport> Epochs);
 
+/// <summary>The joint check: the loss the search assumed against the loss measured with every tensor quantized.</summary>
+/// <param name="Samples">Calibration samples of the forward passes.</param>
+/// <param name="AssumedLoss">The sum of each chosen tensor's own loss increase, measured alone.</param>
+/// <param name="MeasuredLoss">The search's result's loss increase, every tensor quantized at once.</param>
+/// <param name="FinalLoss">The loss increase of what was kept (the measured one when nothing moved).</param>
+/// <param name="Rounds">Correction rounds run.</param>
+/// <param name="Passes">Forward passes the check took.</param>
+/// <param name="Moved">Tensors whose choice the correction changed.</param>
+internal sealed record JointCheckSummary(int Samples, double AssumedLoss, double MeasuredLoss, double FinalLoss, int Rounds, int Passes, IReadOnlyList<string> Moved);
+
 /// <summary>One model's result, as <c>report.json</c> lists it (the product contract's keys).</summary>
 /// <param name="Name">The model's name (class name without "Model").</param>
 /// <param name="Source">The ONNX file.</param>
@@ -73,6 +83,7 @@ internal sealed record TrainingReport(string Loss, string? Metric, int TrainingS
 /// <param name="Stages">Seconds per pipeline stage (load, analyze, search, encode, evaluate, generate; "cache hit" when cached).</param>
 /// <param name="Finetune">The fine-tuning curve, when the policy fine-tunes.</param>
 /// <param name="Fidelity">Without evaluation data: the compressed model against the float one on the calibration samples.</param>
+/// <param name="JointCheck">The joint check after the search, when it ran.</param>
 internal sealed record ModelReport(
     string Name,
     string Source,
@@ -88,7 +99,8 @@ internal sealed record ModelReport(
     string ContentHash,
     IReadOnlyDictionary<string, double>? Stages = null,
     TrainingReport? Finetune = null,
-    FidelityReport? Fidelity = null);
+    FidelityReport? Fidelity = null,
+    JointCheckSummary? JointCheck = null);
 
 /// <summary><c>report.json</c> and <c>report.md</c>.</summary>
 /// <param name="Models">Every model of the policy.</param>
@@ -130,6 +142,15 @@ internal sealed record QuantizationReport(IReadOnlyList<ModelReport> Models)
                 Line(model.Fidelity is { } fidelity
                     ? Invariant($"**No accuracy gate** (the policy names no `data.evaluation`). On the {fidelity.Samples} calibration samples the compressed model's {fidelity.Metric} with the float model is {fidelity.Value:0.00}%.")
                     : "**No accuracy gate** (the policy names no `data.evaluation`), and no calibration samples to measure fidelity on.");
+            }
+
+            if (model.JointCheck is { } j)
+            {
+                Line();
+                Line(Invariant($"Joint check on {j.Samples} calibration samples: the search assumed a loss increase of {j.AssumedLoss:G4} (each tensor alone, summed), all tensors at once measured {j.MeasuredLoss:G4}")
+                    + (j.Moved.Count == 0
+                        ? Invariant($"{(j.Rounds > 0 ? $"; {j.Rounds} correction round(s) found nothing better" : "")}.")
+                        : Invariant($"; corrected in {j.Rounds} round(s) to {j.FinalLoss:G4} by moving {string.Join(", ", j.Moved.Select(m => $"`{m}`"))}.")));
             }
 
             if (model.Finetune is { } f)

@@ -45,7 +45,8 @@ internal sealed record CompensationInput(LayerHessian Hessian, CompensationOptio
 /// <param name="Budget">The budget in payload bytes.</param>
 /// <param name="OriginalBytes">The weights' float32 bytes.</param>
 /// <param name="PayloadBytes">The sum of the choices' bytes.</param>
-internal sealed record SearchResult(IReadOnlyList<TensorChoice> Tensors, long Budget, long OriginalBytes, long PayloadBytes);
+/// <param name="Space">Every candidate the search weighed, to choose again with other costs (the joint check); null for results made by hand.</param>
+internal sealed record SearchResult(IReadOnlyList<TensorChoice> Tensors, long Budget, long OriginalBytes, long PayloadBytes, SearchSpace? Space = null);
 
 /// <summary>A choice with the tensor quantized as it chose (what <see cref="MixedPrecisionSearch.Run"/> gives).</summary>
 /// <param name="Choice">The choice.</param>
@@ -208,28 +209,26 @@ internal static class MixedPrecisionSearch
 
         var originalBytes = plans.Sum(p => p.Weight.Params * 4);
         var budget = Budget(options.Budget, originalBytes, plans.Sum(p => p.Weight.Params));
-        var chosen = options.Search == SearchAlgorithm.Greedy
-            ? BitAllocation.Greedy(candidates, budget)
-            : BitAllocation.Exact(candidates, budget);
 
-        var choices = new TensorChoice[plans.Count];
-        for (var t = 0; t < plans.Count; t++)
+        // A candidate index back to the choice it stands for: the same mask, width, axis and compensation the
+        // candidate was measured with, so that quantizing the choice again gives the measured result.
+        TensorChoice Materialize(int t, int index)
         {
             var plan = plans[t];
-            var cost = candidates[t][chosen[t]];
+            var cost = candidates[t][index];
             if (!plan.Quantized)
             {
-                choices[t] = new TensorChoice(plan, null, 0, null, analysed[t].Sensitivity, null, -1, 0, cost.Bytes);
-                continue;
+                return new TensorChoice(plan, null, 0, null, analysed[t].Sensitivity, null, -1, 0, cost.Bytes);
             }
 
-            var mask = MaskFor(t, chosen[t] / plan.Bits.Length);
+            var mask = MaskFor(t, index / plan.Bits.Length);
             var sparsity = mask is null ? 0 : (double)mask.Count(m => m) / mask.Length;
-            choices[t] = new TensorChoice(plan, plan.Bits[chosen[t] % plan.Bits.Length], sparsity, mask, analysed[t].Sensitivity,
+            return new TensorChoice(plan, plan.Bits[index % plan.Bits.Length], sparsity, mask, analysed[t].Sensitivity,
                 DiagonalOf(t), AxisOf(plan), cost.Omega, cost.Bytes, CompensationOf(t));
         }
 
-        return new SearchResult(choices, budget, originalBytes, choices.Sum(c => c.Bytes));
+        var space = new SearchSpace(candidates, budget, originalBytes, options.Search, Materialize);
+        return space.Choose(t => candidates[t].Select(c => c.Omega).ToArray());
     }
 
     /// <summary>The budget in payload bytes: the ratio and average bits are turned into bytes, rounding down.</summary>

@@ -116,6 +116,9 @@ internal sealed class ModelJob
     /// </summary>
     public OnnxModel? RefinedModel { get; set; }
 
+    /// <summary>The joint check's figures, when it ran.</summary>
+    public JointCheckSummary? JointCheck { get; set; }
+
     /// <summary>Fine-tuning's curve, when the policy fine-tunes.</summary>
     public TrainingReport? Training { get; set; }
 

@@ -51,7 +51,7 @@ internal sealed record ModelArtifacts(ModelReport Report, string BlobPath, strin
 /// <summary>
 /// The whole job for a policy, one model at a time, as a list of stages over one <see cref="ModelJob"/>:
 /// <code>
-///   load -> plan -> analyze -> activations -> search -> quantize -> finetune -> [refine...] -> encode -> evaluate -> report -> generate
+///   load -> plan -> analyze -> activations -> search -> quantize -> joint-check -> finetune -> [refine...] -> encode -> evaluate -> report -> generate
 /// </code>
 /// A cache hit at load ends a model's job there. Outputs are written only when every model has succeeded, and
 /// the accuracy gate is applied after they are, so that CI can publish the report of a failed gate.
@@ -95,7 +95,7 @@ internal sealed class QuantizationPipeline
     /// </summary>
     public static IReadOnlyList<PipelineStage> DefaultStages(params PipelineStage[] refine) =>
     [
-        new LoadStage(), new PlanStage(), new AnalyzeStage(), new ActivationsStage(), new SearchStage(), new QuantizeStage(), new FinetuneStage(),
+        new LoadStage(), new PlanStage(), new AnalyzeStage(), new ActivationsStage(), new SearchStage(), new QuantizeStage(), new JointCheckStage(), new FinetuneStage(),
         .. refine,
         new EncodeStage(), new EvaluateStage(), new ReportStage(), new GenerateStage(),
     ];

@@ -12,7 +12,7 @@ public class PolicySchemaTests
     public static TheoryData<string> OptionTypes() =>
     [
         "", "/models/0", "/data", "/sensitivity", "/quantization", "/quantization/budget",
-        "/quantization/overrides/0", "/quantization/gptq", "/pruning", "/encoding", "/accuracy",
+        "/quantization/overrides/0", "/quantization/gptq", "/quantization/joint_check", "/pruning", "/encoding", "/accuracy",
     ];
 
     [Theory]

@@ -24,9 +24,9 @@ public sealed partial class GoldenOutputTests : IDisposable
 
     public static TheoryData<string> Cases => [.. Policies.Keys];
 
-    // Policies with calibration data name omega and compensation, and those with an analysis its sketch (0, for
-    // Hutchinson's estimator): the hashes were recorded when these were the defaults, and a default's change must
-    // not move a refactoring guard.
+    // Policies with calibration data name omega and compensation and turn the joint check off, and those with an
+    // analysis name its sketch (0, for Hutchinson's estimator): the hashes were recorded when these were the
+    // defaults, and a default's change must not move a refactoring guard.
     private static readonly Dictionary<string, string> Policies = new(StringComparer.Ordinal)
     {
         // The sample app's policy until it took up fine-tuning (k-means per channel, 12x, trace analysis): its
@@ -49,6 +49,8 @@ public sealed partial class GoldenOutputTests : IDisposable
               bits: [2, 3, 4, 5, 6]
               omega: sensitivity
               compensation: none
+              joint_check:
+                enabled: false
               budget:
                 compression_ratio: 12
             encoding:
@@ -96,6 +98,8 @@ public sealed partial class GoldenOutputTests : IDisposable
               bits: [3, 4]
               omega: measured
               compensation: none
+              joint_check:
+                enabled: false
               budget:
                 compression_ratio: 16
             pruning:
@@ -111,6 +115,8 @@ public sealed partial class GoldenOutputTests : IDisposable
               bits: [2, 3, 4, 5, 6]
               omega: measured
               compensation: none
+              joint_check:
+                enabled: false
               budget:
                 compression_ratio: 16
             pruning:
@@ -128,6 +134,8 @@ public sealed partial class GoldenOutputTests : IDisposable
               bits: [2, 3, 4]
               omega: hessian-diagonal
               compensation: none
+              joint_check:
+                enabled: false
               budget:
                 compression_ratio: 12
             pruning:
@@ -148,6 +156,8 @@ public sealed partial class GoldenOutputTests : IDisposable
               bits: [2, 3, 4]
               omega: sensitivity
               compensation: none
+              joint_check:
+                enabled: false
               budget:
                 max_size: 20KB
 

@@ -33,7 +33,7 @@ public sealed class PipelineSeamTests : IDisposable
 
         var refined = new QuantizationPipeline(stages: stages).Run(Policy(QuantizationMethods.Kmeans), Options("refined"));
 
-        Assert.Equal(["load", "plan", "analyze", "activations", "search", "quantize", "finetune", "halve", "encode", "evaluate", "report", "generate"],
+        Assert.Equal(["load", "plan", "analyze", "activations", "search", "quantize", "joint-check", "finetune", "halve", "encode", "evaluate", "report", "generate"],
             stages.Select(s => s.Name));
         var before = QuantBlob.Read(File.ReadAllBytes(plain.Models[0].BlobPath));
         var after = QuantBlob.Read(File.ReadAllBytes(refined.Models[0].BlobPath));

@@ -7,6 +7,7 @@ using Microsoft.ML.OnnxRuntime;
 using QuantTasks.Diagnostics;
 using QuantTasks.Engine.Pipeline;
 using QuantTasks.Policy;
+using QuantTasks.Reporting;
 using QuantTasks.Runtime;
 using QuantTasks.Tests;
 
@@ -211,6 +212,55 @@ public sealed class QuantizationPipelineTests : IDisposable
         Assert.Equal(94.60, model.Accuracy!.Baseline, 2);
         Assert.True(model.Accuracy.Drop <= 1, $"lost {model.Accuracy.Drop:0.00} pp");
         Assert.Empty(result.GateFailures);
+    }
+
+    /// <summary>
+    /// The joint check (issue 14 item 2) on the depthwise MobileNet-style fixture at 8x with the default quantizer,
+    /// Omega and compensation: the summed per-layer costs under-rate the depthwise layers, whose errors compound
+    /// through the pointwise ones. Measured: 2.40 pp lost without the check; with it the joint calibration loss
+    /// falls from 0.041 to 0.015 and the drop to 1.15 pp, at the same size.
+    /// </summary>
+    [Fact]
+    public void The_joint_check_corrects_a_choice_whose_errors_compound()
+    {
+        _folder.Copy(Fixtures.Model("mobilenet-dw.onnx"));
+        _folder.Copy(Fixtures.Data("digits-calibration.npz"), "calibration.npz");
+        _folder.Copy(Fixtures.Data("digits-test.npz"), "test.npz");
+        ModelReport Run(bool check)
+        {
+            File.WriteAllText(_folder.File("quant.yaml"), $$"""
+                version: 1
+                models:
+                  - path: mobilenet-dw.onnx
+                    name: MobileNet
+                data:
+                  calibration: calibration.npz
+                  evaluation: test.npz
+                quantization:
+                  budget:
+                    compression_ratio: 8
+                  joint_check:
+                    enabled: {{(check ? "true" : "false")}}
+                accuracy:
+                  max_drop: 100
+                """);
+            return Assert.Single(new QuantizationPipeline().Run(PolicyLoader.Load(_folder.File("quant.yaml")), new PipelineOptions(_folder.File("out"), "Tests")).Models).Report;
+        }
+
+        var unchecked_ = Run(check: false);
+        var checked_ = Run(check: true);
+
+        Assert.Null(unchecked_.JointCheck);
+        var joint = checked_.JointCheck!;
+        Assert.Equal(128, joint.Samples);
+        Assert.True(joint.MeasuredLoss > 1.25 * joint.AssumedLoss, $"measured {joint.MeasuredLoss}, assumed {joint.AssumedLoss}");
+        Assert.NotEmpty(joint.Moved);
+        Assert.True(joint.FinalLoss < joint.MeasuredLoss / 2, $"final {joint.FinalLoss}, measured {joint.MeasuredLoss}");
+        Assert.True(checked_.CompressionRatio >= 8, $"{checked_.CompressionRatio:0.00}x");
+        Assert.True(unchecked_.Accuracy!.Drop - checked_.Accuracy!.Drop >= 1, $"{unchecked_.Accuracy.Drop:0.00} pp without the check, {checked_.Accuracy.Drop:0.00} pp with it");
+        Assert.Contains("Joint check on 128 calibration samples", File.ReadAllText(_folder.File("out/report.md")), StringComparison.Ordinal);
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(_folder.File("out/report.json")));
+        Assert.True(json.RootElement.GetProperty("models")[0].GetProperty("joint_check").GetProperty("moved").GetArrayLength() > 0);
     }
 
     [Fact]

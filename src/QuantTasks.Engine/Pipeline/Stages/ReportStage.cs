@@ -36,6 +36,7 @@ internal sealed class ReportStage : PipelineStage
             tensors,
             job.Key,
             Finetune: job.Training,
-            Fidelity: job.Fidelity);
+            Fidelity: job.Fidelity,
+            JointCheck: job.JointCheck);
     }
 }

@@ -1,0 +1,183 @@
+using QuantTasks.Blob;
+using QuantTasks.Quantization;
+
+namespace QuantTasks.Search;
+
+/// <summary>The joint check's settings (<c>quantization.joint_check</c>).</summary>
+/// <param name="Margin">How far (a fraction) the measured loss may exceed the assumed sum before the search corrects itself.</param>
+/// <param name="Rounds">Most correction rounds.</param>
+/// <param name="Worst">Tensors re-measured in context per round (the ones the assumption underrated most); 0 for a quarter of them, at least one.</param>
+internal sealed record JointCheckOptions(double Margin, int Rounds, int Worst = 0)
+{
+    /// <summary>
+    /// A measured loss this close to the assumed one is agreement whatever the margin: one ten-thousandth of a
+    /// nat of KL or cross-entropy is below what a forward pass on a few hundred samples resolves.
+    /// </summary>
+    public const double AbsoluteTolerance = 1e-4;
+}
+
+/// <summary>What the joint check found and did, for the report.</summary>
+/// <param name="Assumed">The loss increase the search assumed: each chosen tensor's own, measured alone, summed.</param>
+/// <param name="Measured">The loss increase of the search's result, every tensor quantized at once.</param>
+/// <param name="Final">The loss increase of what the check hands on (the measured one when nothing changed).</param>
+/// <param name="Rounds">Correction rounds run.</param>
+/// <param name="Passes">Forward passes over the samples the check took.</param>
+/// <param name="Moved">Tensors whose candidate changed.</param>
+internal sealed record JointCheckReport(double Assumed, double Measured, double Final, int Rounds, int Passes, IReadOnlyList<string> Moved)
+{
+    /// <summary>Whether the search's result was replaced.</summary>
+    public bool Corrected => Moved.Count > 0;
+}
+
+/// <summary>The checked result: the choices and stored tensors to go on with.</summary>
+internal sealed record JointCheckOutcome(SearchResult Search, StoredTensor[] Stored, JointCheckReport Report);
+
+/// <summary>
+/// The search adds up per-tensor costs as if each tensor's error were alone; once every tensor moves at once
+/// they are not. The joint check measures the combined result in one forward pass and compares it with the sum the
+/// search assumed. When the combined loss exceeds the sum by more than the margin, it corrects the choice:
+/// <list type="number">
+/// <item>Each quantized tensor's contribution in context is the joint loss minus the loss with that tensor alone
+/// restored to float (leave one out).</item>
+/// <item>The tensors whose contribution exceeds their assumed cost most have every candidate measured again in
+/// that context (the others quantized as chosen); the rest keep their costs, scaled into loss units and by how
+/// much their context inflated them.</item>
+/// <item>The budget is solved again over the same candidates with those costs, and the new choice is kept only
+/// when its measured joint loss is lower.</item>
+/// </list>
+/// Sizes come from the search's candidates, so the budget still holds to the byte.
+/// </summary>
+internal static class JointCheck
+{
+    /// <summary>Runs the check, and the correction rounds when it fails.</summary>
+    /// <param name="search">The search's result (with its <see cref="SearchResult.Space"/>).</param>
+    /// <param name="values">The float values per tensor, in catalog order.</param>
+    /// <param name="stored">The tensors as quantized, in catalog order.</param>
+    /// <param name="settings">The quantizers' settings, to quantize a new choice as the search did.</param>
+    /// <param name="loss">The loss increase over the float model with the given tensors (by catalog index) replaced by the given values, the others float.</param>
+    /// <param name="omegaIsLoss">Whether the search's Omega is already that loss increase, measured alone (omega: measured), which saves measuring each tensor alone.</param>
+    /// <param name="options">Margin and rounds.</param>
+    /// <param name="cancellation">Stops between forward passes.</param>
+    public static JointCheckOutcome Run(SearchResult search, IReadOnlyList<float[]> values, StoredTensor[] stored, QuantizerSettings settings,
+        Func<IReadOnlyList<(int Tensor, float[] Values)>, double> loss, bool omegaIsLoss, JointCheckOptions options, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(search);
+        ArgumentNullException.ThrowIfNull(values);
+        ArgumentNullException.ThrowIfNull(stored);
+        ArgumentNullException.ThrowIfNull(loss);
+        ArgumentNullException.ThrowIfNull(options);
+        var passes = 0;
+        double Measure(IReadOnlyList<(int Tensor, float[] Values)> replaced)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            Interlocked.Increment(ref passes);
+            return loss(replaced);
+        }
+
+        var quantized = Enumerable.Range(0, search.Tensors.Count).Where(t => search.Tensors[t].Bits is not null).ToArray();
+        var current = stored.ToArray();
+        var dequantized = current.Select(s => s.Quantized?.Dequantize()).ToArray();
+        (int, float[])[] All(int except = -1, int tensor = -1, float[]? replacement = null) =>
+            quantized.Where(t => t != except || tensor == except).Select(t => (t, t == tensor ? replacement! : dequantized[t]!)).ToArray();
+
+        // Each chosen tensor's own loss increase: the search's Omega when it is one, else measured alone.
+        var alone = new double[search.Tensors.Count];
+        Parallel.ForEach(quantized, new ParallelOptions { CancellationToken = cancellation }, t =>
+            alone[t] = omegaIsLoss ? search.Tensors[t].Omega : Math.Max(0, Measure([(t, dequantized[t]!)])));
+        var assumed = quantized.Sum(t => alone[t]);
+        var joint = quantized.Length == 0 ? 0 : Measure(All());
+        var measured = joint;
+        var initiallyAssumed = assumed;
+        var result = search;
+        var moved = new SortedSet<string>(StringComparer.Ordinal);
+        var rounds = 0;
+        var space = search.Space;
+        // Once the check fails, rounds go on while each one lowers the joint loss.
+        var inContext = new Dictionary<int, double[]>();
+        var failed = joint > (1 + options.Margin) * assumed + JointCheckOptions.AbsoluteTolerance;
+        while (failed && space is not null && rounds < options.Rounds)
+        {
+            rounds++;
+            var chosen = quantized.ToDictionary(t => t, t => space.IndexOf(t, result.Tensors[t]));
+            if (chosen.Values.Any(k => k < 0))
+            {
+                break; // a later stage changed a choice into one the search never weighed
+            }
+
+            // Leave one out: each tensor's contribution with every other tensor quantized.
+            var without = new double[search.Tensors.Count];
+            Parallel.ForEach(quantized, new ParallelOptions { CancellationToken = cancellation }, t => without[t] = Measure(All(except: t)));
+            var context = quantized.ToDictionary(t => t, t => joint - without[t]);
+            var worstCount = options.Worst > 0 ? options.Worst : Math.Max(1, (quantized.Length + 3) / 4);
+            var worst = quantized.Where(t => !inContext.ContainsKey(t) && context[t] > (1 + options.Margin) * alone[t])
+                .OrderByDescending(t => context[t] - alone[t]).ThenBy(t => t).Take(worstCount).ToArray();
+            if (worst.Length == 0)
+            {
+                break;
+            }
+
+            // The worst tensors' candidates, measured in context: loss with the candidate in place of the choice.
+            // Earlier rounds' measurements stay, as estimates in a context that has moved little since.
+            foreach (var t in worst)
+            {
+                var costs = new double[space.Candidates(t).Count];
+                Parallel.For(0, costs.Length, new ParallelOptions { CancellationToken = cancellation }, k =>
+                {
+                    var candidate = k == chosen[t] ? dequantized[t]! : Quantize(space.Choice(t, k), values[t], settings).Quantized!.Dequantize();
+                    costs[k] = Math.Max(0, Measure(All(except: t, tensor: t, replacement: candidate)) - without[t]);
+                });
+                inContext[t] = costs;
+            }
+
+            // The others' Omegas in loss units: scaled so that the chosen candidate costs what it adds in context.
+            var scales = quantized.Where(t => !inContext.ContainsKey(t) && space.Candidates(t)[chosen[t]].Omega > 0)
+                .ToDictionary(t => t, t => Math.Max(context[t], alone[t]) / space.Candidates(t)[chosen[t]].Omega);
+            var typical = scales.Count > 0 ? Median(scales.Values) : 1;
+            var proposal = space.Choose(t =>
+                inContext.TryGetValue(t, out var costs) ? costs
+                : space.Candidates(t).Select(c => c.Omega * scales.GetValueOrDefault(t, typical)).ToArray());
+
+            var changed = quantized.Where(t => proposal.Tensors[t].Bits != result.Tensors[t].Bits || !proposal.Tensors[t].Sparsity.Equals(result.Tensors[t].Sparsity)).ToArray();
+            if (changed.Length == 0)
+            {
+                break;
+            }
+
+            var trial = current.ToArray();
+            var trialValues = dequantized.ToArray();
+            Parallel.ForEach(changed, new ParallelOptions { CancellationToken = cancellation }, t =>
+            {
+                trial[t] = Quantize(proposal.Tensors[t], values[t], settings);
+                trialValues[t] = trial[t].Quantized!.Dequantize();
+            });
+            var trialJoint = Measure(quantized.Select(t => (t, trialValues[t]!)).ToArray());
+            if (trialJoint >= joint)
+            {
+                break;
+            }
+
+            foreach (var t in changed)
+            {
+                moved.Add(search.Tensors[t].Weight.Name);
+                alone[t] = omegaIsLoss ? proposal.Tensors[t].Omega : Math.Max(0, Measure([(t, trialValues[t]!)]));
+            }
+
+            // Each new choice keeps the Omega the search gave it, so that the report compares like with like.
+            result = proposal;
+            current = trial;
+            dequantized = trialValues;
+            joint = trialJoint;
+        }
+
+        return new JointCheckOutcome(result, current, new JointCheckReport(initiallyAssumed, measured, joint, rounds, passes, moved.ToArray()));
+    }
+
+    private static StoredTensor Quantize(TensorChoice choice, float[] values, QuantizerSettings settings) =>
+        MixedPrecisionSearch.Quantize(choice, values, settings);
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+}

@@ -1,0 +1,142 @@
+using QuantTasks.Blob;
+using QuantTasks.Onnx;
+using QuantTasks.Policy;
+using QuantTasks.Quantization;
+using QuantTasks.Search;
+using QuantTasks.Tests;
+using QuantTasks.Weights;
+
+namespace QuantTasks.Core.Tests.Search;
+
+/// <summary>
+/// The joint check on LeNet-5's weights with losses whose interactions are known in closed form: additive losses
+/// pass untouched; a tensor whose error hurts more in company than alone gets its bits back, within the budget.
+/// </summary>
+public sealed class JointCheckTests
+{
+    private readonly IReadOnlyList<WeightTensor> _weights;
+    private readonly float[][] _values;
+    private readonly QuantizationOptions _options = new()
+    {
+        Method = QuantizationMethods.Uniform,
+        Granularity = Granularity.PerTensor,
+        Bits = [2, 3, 4, 5, 6],
+        Budget = new BudgetOptions { AverageBits = 3.5 },
+        KeepFloat = ["*bias*"],
+    };
+
+    public JointCheckTests()
+    {
+        var model = OnnxModel.Load(Fixtures.Model("lenet5.onnx"));
+        _weights = WeightCatalog.Find(model);
+        _values = _weights.Select(w => model.ReadFloats(model.FindTensor(w.Name)!)).ToArray();
+    }
+
+    private int Index(string name) => _weights.Select(w => w.Name).ToList().IndexOf(name);
+
+    // The squared error of replaced values, the per-tensor part of every synthetic loss below.
+    private double Error(int tensor, float[] values)
+    {
+        double sum = 0;
+        for (var i = 0; i < values.Length; i++)
+        {
+            var d = (double)values[i] - _values[tensor][i];
+            sum += d * d;
+        }
+
+        return sum;
+    }
+
+    private (SearchResult Search, StoredTensor[] Stored) Search()
+    {
+        var plans = TensorPlan.For(_weights, _options, QuantizerRegistry.Default);
+        var search = MixedPrecisionSearch.Choose(plans, _values, new SearchInputs(_options, new PruningOptions(), true, null));
+        var settings = QuantizerSettings.From(_options);
+        return (search, search.Tensors.Select((c, t) => MixedPrecisionSearch.Quantize(c, _values[t], settings)).ToArray());
+    }
+
+    [Fact]
+    public void A_loss_that_adds_up_passes_with_one_pass_per_tensor_and_one_more()
+    {
+        var (search, stored) = Search();
+        var quantized = search.Tensors.Count(c => c.Bits is not null);
+
+        var outcome = JointCheck.Run(search, _values, stored, QuantizerSettings.From(_options),
+            replaced => replaced.Sum(r => Error(r.Tensor, r.Values)), omegaIsLoss: false, new JointCheckOptions(0.25, 2));
+
+        Assert.False(outcome.Report.Corrected);
+        Assert.Equal(0, outcome.Report.Rounds);
+        Assert.Equal(quantized + 1, outcome.Report.Passes);
+        Assert.Equal(outcome.Report.Assumed, outcome.Report.Measured, 9);
+        Assert.Same(search, outcome.Search);
+        Assert.Equal(stored, outcome.Stored);
+    }
+
+    [Fact]
+    public void When_the_search_s_omega_is_the_loss_no_tensor_is_measured_alone()
+    {
+        var (search, stored) = Search();
+
+        var outcome = JointCheck.Run(search, _values, stored, QuantizerSettings.From(_options),
+            replaced => replaced.Sum(r => Error(r.Tensor, r.Values)), omegaIsLoss: true, new JointCheckOptions(0.25, 2));
+
+        Assert.Equal(1, outcome.Report.Passes);
+        Assert.Equal(search.Tensors.Sum(c => c.Omega), outcome.Report.Assumed, 9);
+    }
+
+    [Fact]
+    public void A_tensor_that_hurts_more_in_company_gets_more_bits_and_the_budget_still_holds()
+    {
+        // fc2's error costs what the search thinks alone, and 50 times more once any other tensor is quantized:
+        // the summed costs under-rate it, and only the joint measurement can tell. (The search gives it 4 bits of 6.)
+        var fc2 = Index("fc2.weight");
+        double Loss(IReadOnlyList<(int Tensor, float[] Values)> replaced)
+        {
+            var sum = replaced.Sum(r => Error(r.Tensor, r.Values));
+            var company = replaced.Any(r => r.Tensor != fc2);
+            return sum + (company ? replaced.Where(r => r.Tensor == fc2).Sum(r => 49 * Error(r.Tensor, r.Values)) : 0);
+        }
+
+        var (search, stored) = Search();
+        var settings = QuantizerSettings.From(_options);
+
+        var outcome = JointCheck.Run(search, _values, stored, settings, Loss, omegaIsLoss: false, new JointCheckOptions(0.25, 2));
+
+        Assert.True(outcome.Report.Corrected, $"{outcome.Report}");
+        Assert.Contains("fc2.weight", outcome.Report.Moved);
+        Assert.True(outcome.Search.Tensors[fc2].Bits > search.Tensors[fc2].Bits, $"{outcome.Search.Tensors[fc2].Bits} bits, was {search.Tensors[fc2].Bits}");
+        Assert.True(outcome.Report.Final < outcome.Report.Measured, $"{outcome.Report.Final} >= {outcome.Report.Measured}");
+
+        // What the check hands on is exactly what the search would have stored for those choices, and fits.
+        Assert.True(outcome.Search.PayloadBytes <= outcome.Search.Budget, $"{outcome.Search.PayloadBytes} > {outcome.Search.Budget}");
+        Assert.Equal(outcome.Search.Tensors.Sum(c => c.Bytes), outcome.Search.PayloadBytes);
+        for (var t = 0; t < outcome.Stored.Length; t++)
+        {
+            var expected = MixedPrecisionSearch.Quantize(outcome.Search.Tensors[t], _values[t], settings);
+            Assert.Equal(expected.Quantized?.Dequantize() ?? expected.FloatValues, outcome.Stored[t].Quantized?.Dequantize() ?? outcome.Stored[t].FloatValues);
+            if (outcome.Stored[t].Quantized is { } q)
+            {
+                Assert.Equal(outcome.Search.Tensors[t].Bytes, PayloadSize.Of(q, true));
+            }
+        }
+
+        // The final loss is the loss of what is handed on.
+        var handedOn = Enumerable.Range(0, outcome.Stored.Length).Where(t => outcome.Stored[t].Quantized is not null)
+            .Select(t => (t, outcome.Stored[t].Quantized!.Dequantize())).ToArray();
+        Assert.Equal(Loss(handedOn), outcome.Report.Final, 9);
+    }
+
+    [Fact]
+    public void A_correction_that_would_not_lower_the_joint_loss_is_not_kept()
+    {
+        // Every tensor's error is worth nothing alone and a constant in company: no choice is better than another.
+        var (search, stored) = Search();
+
+        var outcome = JointCheck.Run(search, _values, stored, QuantizerSettings.From(_options),
+            replaced => replaced.Count > 1 ? 1.0 : 0.0, omegaIsLoss: false, new JointCheckOptions(0.25, 3));
+
+        Assert.False(outcome.Report.Corrected);
+        Assert.Equal(1.0, outcome.Report.Final);
+        Assert.Same(search, outcome.Search);
+    }
+}
