@@ -245,6 +245,20 @@ public sealed partial class HostileInputTests : IDisposable
         AssertBadInput(Run("analyze", "bad.onnx", "--data", "calib.npz", "--samples", "8", "--max-iterations", "4"), "QT1206");
     }
 
+    [Theory]
+    [InlineData("-1")]
+    [InlineData("257")]
+    [InlineData("2147483647")]
+    [InlineData("many")]
+    public void A_sketch_rank_out_of_range_is_a_usage_error_before_any_analysis(string rank)
+    {
+        var result = Run("analyze", "lenet5.onnx", "--data", "calib.npz", "--samples", "8", "--sketch", rank);
+
+        AssertBadInput(result, "QT1001");
+        Assert.Contains("--sketch", result.Err, StringComparison.Ordinal);
+        Assert.Empty(result.Out);
+    }
+
     [Fact]
     public void A_duplicate_initializer_name_is_a_coded_error()
     {

@@ -127,6 +127,38 @@ public sealed class PolicyLoaderTests : IDisposable
         Assert.Contains(expected, error.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("  joint_check:\n    margin: -0.5", 11, "margin")]
+    [InlineData("  joint_check:\n    margin: 1e308", 11, "margin")]
+    [InlineData("  joint_check:\n    rounds: 1000000", 11, "rounds")]
+    [InlineData("  joint_check:\n    rounds: 1.5", 11, "rounds")]
+    [InlineData("  joint_check:\n    samples: 0", 11, "samples")]
+    [InlineData("  joint_check:\n    enabled: sometimes", 11, "enabled")]
+    [InlineData("  joint_check: yes", 10, "joint_check")]
+    [InlineData("  joint_check:\n    worst: 3", 11, "worst")]
+    public void A_hostile_joint_check_value_is_refused_at_its_line(string entry, int line, string expected)
+    {
+        var error = Fails(Valid.Replace("  method: hessian-kmeans", "  method: hessian-kmeans\n" + entry, StringComparison.Ordinal));
+
+        Assert.True(error.Code is ErrorCode.PolicyInvalidValue or ErrorCode.PolicyWrongType or ErrorCode.PolicyUnknownKey, error.ToString());
+        Assert.Equal(line, error.Location!.Line);
+        Assert.Contains(expected, error.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("sketch: -1")]
+    [InlineData("sketch: 100000")]
+    [InlineData("sketch: 2.5")]
+    [InlineData("sketch: lots")]
+    public void A_hostile_sketch_rank_is_refused_at_its_line(string entry)
+    {
+        var error = Fails(Valid.Replace("quantization:\n", "sensitivity:\n  method: trace\n  " + entry + "\nquantization:\n", StringComparison.Ordinal));
+
+        Assert.True(error.Code is ErrorCode.PolicyInvalidValue or ErrorCode.PolicyWrongType, error.ToString());
+        Assert.Equal(10, error.Location!.Line);
+        Assert.Contains("sketch", error.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_finetune_section_binds_and_names_the_training_file()
     {
