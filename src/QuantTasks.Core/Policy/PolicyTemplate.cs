@@ -46,8 +46,8 @@ internal static class PolicyTemplate
         Line("  seed: 0");
         Line("  device: auto                       # auto | cpu | cuda");
         Line("quantization:");
-        Line("  method: uniform                    # uniform | kmeans | hessian-kmeans | ecsq");
-        Line("  granularity: per-channel           # per-channel | per-tensor");
+        Line("  method: uniform                    # uniform | kmeans | hessian-kmeans | ecsq | auto (the search picks uniform or ecsq per tensor)");
+        Line("  granularity: per-channel           # per-channel | per-tensor | auto (the search picks per tensor)");
         Line("  scheme: asymmetric                 # asymmetric | symmetric (uniform levels centred on zero)");
         Line(Invariant($"  bits: [{string.Join(", ", PolicyDefaults.Bits)}]").PadRight(37) + "# candidates per tensor");
         Line("  budget:                            # exactly one of:");

@@ -163,6 +163,16 @@ internal static class QuantizationMethods
 
     /// <summary>Entropy-constrained scalar quantization.</summary>
     public const string Ecsq = "ecsq";
+
+    /// <summary>The search picks per tensor among <see cref="Searched"/>.</summary>
+    public const string Auto = "auto";
+
+    /// <summary>
+    /// The quantizers <see cref="Auto"/> searches: evenly spaced levels, and entropy-constrained levels (a codebook
+    /// that also prices each level's code length). k-means is ECSQ without the price; the Hessian-weighted one needs
+    /// the analysis.
+    /// </summary>
+    public static IReadOnlyList<string> Searched { get; } = [Uniform, Ecsq];
 }
 
 /// <summary>How many scales or codebooks a tensor has.</summary>
@@ -173,6 +183,9 @@ internal enum Granularity
 
     /// <summary>One per tensor.</summary>
     PerTensor,
+
+    /// <summary>The search picks per tensor: each tensor's candidates span both.</summary>
+    Auto,
 }
 
 /// <summary>How uniform quantization places its levels.</summary>

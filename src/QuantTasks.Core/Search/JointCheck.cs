@@ -137,7 +137,7 @@ internal static class JointCheck
                 inContext.TryGetValue(t, out var costs) ? costs
                 : space.Candidates(t).Select(c => c.Omega * scales.GetValueOrDefault(t, typical)).ToArray());
 
-            var changed = quantized.Where(t => proposal.Tensors[t].Bits != result.Tensors[t].Bits || !proposal.Tensors[t].Sparsity.Equals(result.Tensors[t].Sparsity)).ToArray();
+            var changed = quantized.Where(t => space.IndexOf(t, proposal.Tensors[t]) != chosen[t]).ToArray();
             if (changed.Length == 0)
             {
                 break;

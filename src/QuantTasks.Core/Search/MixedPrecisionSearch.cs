@@ -23,14 +23,18 @@ internal sealed record TensorSensitivityInput(double Sensitivity, float[]? Diago
 /// <param name="Omega">The chosen candidate's cost.</param>
 /// <param name="Bytes">Its exact payload bytes in the blob.</param>
 /// <param name="Compensation">The layer Hessian and settings of compensated rounding, or null for plain rounding.</param>
+/// <param name="Quantizer">The quantizer, or null for float (or for the plan's only one).</param>
 internal sealed record TensorChoice(TensorPlan Plan, int? Bits, double Sparsity, bool[]? Mask, double Sensitivity, float[]? Diagonal, int ChannelAxis, double Omega, long Bytes,
-    CompensationInput? Compensation = null)
+    CompensationInput? Compensation = null, Quantizer? Quantizer = null)
 {
     /// <summary>The tensor.</summary>
     public WeightTensor Weight => Plan.Weight;
 
+    /// <summary>The quantizer that makes the stored levels, or null for float.</summary>
+    public Quantizer? QuantizedBy => Bits is null ? null : Quantizer ?? Plan.Quantizer;
+
     /// <summary>The quantizer's name, or <c>float</c>.</summary>
-    public string Method => Bits is null ? "float" : Plan.Quantizer!.Name;
+    public string Method => QuantizedBy?.Name ?? "float";
 
     /// <summary>The tensor prepared for its quantizer: values, channel layout, mask and diagonal.</summary>
     public PreparedTensor Prepare(float[] values) =>
@@ -114,17 +118,17 @@ internal static class MixedPrecisionSearch
             return StoredTensor.KeptInFloat(weight.Name, weight.Shape, weight.DataType, values);
         }
 
-        return StoredTensor.Of(Candidate(choice.Plan, choice.Prepare(values), bits, settings, values, choice.Mask, choice.Compensation), weight.DataType);
+        return StoredTensor.Of(Candidate(choice.QuantizedBy!, choice.Prepare(values), bits, settings, values, choice.Mask, choice.Compensation), weight.DataType);
     }
 
     /// <summary>One candidate as the search measures it and the blob stores it: the quantizer's levels, compensated when asked.</summary>
-    private static QuantizedTensor Candidate(TensorPlan plan, PreparedTensor prepared, int bits, QuantizerSettings settings, float[] original, bool[]? mask,
+    private static QuantizedTensor Candidate(Quantizer quantizer, PreparedTensor prepared, int bits, QuantizerSettings settings, float[] original, bool[]? mask,
         CompensationInput? compensation)
     {
-        var quantized = plan.Quantizer!.Quantize(prepared, bits, settings);
+        var quantized = quantizer.Quantize(prepared, bits, settings);
         return compensation is null
             ? quantized
-            : Compensator.Apply(quantized, original, mask, compensation.Hessian, compensation.Options, plan.Quantizer.RateOf(prepared, settings));
+            : Compensator.Apply(quantized, original, mask, compensation.Hessian, compensation.Options, quantizer.RateOf(prepared, settings));
     }
 
     /// <summary>Chooses one candidate per planned tensor within the budget.</summary>
@@ -151,16 +155,15 @@ internal static class MixedPrecisionSearch
         var analysed = plans.Select(p => Analysed(p, options.Omega, inputs.Sensitivities)).ToArray();
         var masks = PruningMasks(plans, values, inputs.Pruning);
 
-        // Candidates per tensor: every (sparsity, bits) pair, sparsity-major. Without searched sparsities there is
-        // one "sparsity", the fixed mask above.
+        // Candidates per tensor: every (sparsity, axis, quantizer, bits), sparsity-major (TensorPlan.Variant orders
+        // the rest). Without searched sparsities there is one "sparsity", the fixed mask above.
         var sparsities = inputs.Pruning.Candidates.Count > 0
             ? inputs.Pruning.Candidates.Distinct().Order().ToArray()
             : null;
         bool[]? MaskFor(int t, int s) => sparsities is null ? masks[t]
             : sparsities[s] > 0 ? MagnitudePruning.PerTensor(values[t], sparsities[s]) : null;
         var sparsityCount = sparsities?.Length ?? 1;
-        int AxisOf(TensorPlan plan) => options.Granularity == Granularity.PerChannel ? plan.Weight.OutputChannelAxis : -1;
-        float[]? DiagonalOf(int t) => plans[t].Quantizer?.UsesHessianDiagonal == true ? analysed[t].Diagonal : null;
+        float[]? DiagonalOf(int t, Quantizer quantizer) => quantizer.UsesHessianDiagonal ? analysed[t].Diagonal : null;
         CompensationInput? CompensationOf(int t) =>
             inputs.Compensation is { } compensation && inputs.LayerHessians?.GetValueOrDefault(plans[t].Weight.Name) is { } hessian
                 ? new CompensationInput(hessian, compensation) : null;
@@ -186,11 +189,19 @@ internal static class MixedPrecisionSearch
                 candidates[t] = Enumerable.Range(0, sparsityCount).SelectMany(s =>
                 {
                     var mask = MaskFor(t, s);
-                    var prepared = PreparedTensor.Create(plan.Weight.Name, values[t], plan.Weight.Shape, AxisOf(plan), DiagonalOf(t), mask);
-                    return plan.Bits.Select(bits =>
+                    // One prepared layout per axis and diagonal, shared by the quantizers and widths that use it.
+                    var layouts = new Dictionary<(int Axis, bool Diagonal), PreparedTensor>();
+                    return Enumerable.Range(0, plan.Variants).Select(variant =>
                     {
                         cancellation.ThrowIfCancellationRequested();
-                        var quantized = Candidate(plan, prepared, bits, settings, values[t], mask, CompensationOf(t));
+                        var (axis, quantizer, bits) = plan.Variant(variant);
+                        var diagonal = DiagonalOf(t, quantizer);
+                        if (!layouts.TryGetValue((axis, diagonal is not null), out var prepared))
+                        {
+                            layouts[(axis, diagonal is not null)] = prepared = PreparedTensor.Create(plan.Weight.Name, values[t], plan.Weight.Shape, axis, diagonal, mask);
+                        }
+
+                        var quantized = Candidate(quantizer, prepared, bits, settings, values[t], mask, CompensationOf(t));
                         var omega = options.Omega == OmegaKind.Measured
                             ? Math.Max(0, inputs.MeasureLoss!(plan.Weight.Name, quantized.Dequantize()))
                             : layer is not null
@@ -221,10 +232,11 @@ internal static class MixedPrecisionSearch
                 return new TensorChoice(plan, null, 0, null, analysed[t].Sensitivity, null, -1, 0, cost.Bytes);
             }
 
-            var mask = MaskFor(t, index / plan.Bits.Length);
+            var mask = MaskFor(t, index / plan.Variants);
             var sparsity = mask is null ? 0 : (double)mask.Count(m => m) / mask.Length;
-            return new TensorChoice(plan, plan.Bits[index % plan.Bits.Length], sparsity, mask, analysed[t].Sensitivity,
-                DiagonalOf(t), AxisOf(plan), cost.Omega, cost.Bytes, CompensationOf(t));
+            var (axis, quantizer, bits) = plan.Variant(index % plan.Variants);
+            return new TensorChoice(plan, bits, sparsity, mask, analysed[t].Sensitivity,
+                DiagonalOf(t, quantizer), axis, cost.Omega, cost.Bytes, CompensationOf(t), quantizer);
         }
 
         var space = new SearchSpace(candidates, budget, originalBytes, options.Search, Materialize);
@@ -257,10 +269,10 @@ internal static class MixedPrecisionSearch
             return new TensorSensitivityInput(analysis?.Sensitivity ?? 1.0, null);
         }
 
-        if (plan.Quantizer!.Requires.HasFlag(QuantizerNeeds.HessianDiagonal) && analysis?.Diagonal is null)
+        if (plan.Methods.FirstOrDefault(m => m.Requires.HasFlag(QuantizerNeeds.HessianDiagonal)) is { } needy && analysis?.Diagonal is null)
         {
             throw new QuantException(ErrorCode.QuantizerNeedsHessian,
-                $"Tensor '{plan.Weight.Name}' is to be quantized by {plan.Quantizer.Name}, which needs the Hessian diagonal; it comes from the trace analysis (sensitivity.method: trace, with data.calibration). Or use kmeans.");
+                $"Tensor '{plan.Weight.Name}' is to be quantized by {needy.Name}, which needs the Hessian diagonal; it comes from the trace analysis (sensitivity.method: trace, with data.calibration). Or use kmeans.");
         }
 
         if (omega == OmegaKind.HessianDiagonal && analysis?.Diagonal is null)

@@ -45,14 +45,14 @@ internal sealed class SearchSpace
     /// <summary>The choice a candidate stands for, with its Omega and size from the search.</summary>
     public TensorChoice Choice(int tensor, int candidate) => _materialize(tensor, candidate);
 
-    /// <summary>The index of <paramref name="choice"/> among its tensor's candidates (matched by width and mask), or -1.</summary>
+    /// <summary>The index of <paramref name="choice"/> among its tensor's candidates (matched by quantizer, axis, width and sparsity), or -1.</summary>
     public int IndexOf(int tensor, TensorChoice choice)
     {
         ArgumentNullException.ThrowIfNull(choice);
         for (var k = 0; k < _candidates[tensor].Length; k++)
         {
             var candidate = _materialize(tensor, k);
-            if (candidate.Bits == choice.Bits && candidate.Sparsity.Equals(choice.Sparsity))
+            if (candidate.Bits == choice.Bits && candidate.Sparsity.Equals(choice.Sparsity) && candidate.ChannelAxis == choice.ChannelAxis && candidate.Method == choice.Method)
             {
                 return k;
             }
