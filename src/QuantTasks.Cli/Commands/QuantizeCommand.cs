@@ -153,7 +153,7 @@ internal static class QuantizeCommand
                     Markup.Escape(t.Name),
                     t.Params.ToString("N0", CultureInfo.InvariantCulture),
                     t.Bits.ToString(CultureInfo.InvariantCulture),
-                    t.Method,
+                    t.Grid is null ? t.Method : $"{t.Method}, {t.Grid}",
                     t.Sparsity.ToString("P1", CultureInfo.InvariantCulture),
                     t.Sensitivity.ToString("G3", CultureInfo.InvariantCulture),
                     t.Bytes.ToString("N0", CultureInfo.InvariantCulture));

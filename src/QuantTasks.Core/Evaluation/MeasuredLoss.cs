@@ -1,26 +1,54 @@
 using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
+using QuantTasks.Diagnostics;
 using QuantTasks.Data;
 using QuantTasks.Onnx;
 using QuantTasks.Onnx.Proto;
 
 namespace QuantTasks.Evaluation;
 
+/// <summary>How a measured output is compared with the float model's.</summary>
+internal enum OutputComparison
+{
+    /// <summary>Class logits (or log-probabilities) along an axis: softmax per position, then KL or cross-entropy.</summary>
+    Logits,
+
+    /// <summary>Class probabilities along an axis (a Softmax output): KL per position as they are.</summary>
+    Probabilities,
+
+    /// <summary>Independent probabilities per element (a Sigmoid map): binary KL per element.</summary>
+    BinaryProbabilities,
+
+    /// <summary>Values (regression, embeddings): mean squared error.</summary>
+    Values,
+}
+
+/// <summary>How <see cref="MeasuredLoss"/> compares the output.</summary>
+/// <param name="Comparison">The comparison.</param>
+/// <param name="Axis">The class axis of the whole output (batch included; negative from the end), for the categorical comparisons.</param>
+internal sealed record OutputLoss(OutputComparison Comparison, long Axis = -1)
+{
+    /// <summary>Class logits along the last axis: samples x classes, as classifiers end.</summary>
+    public static OutputLoss ClassLogits { get; } = new(OutputComparison.Logits);
+}
+
 /// <summary>
 /// The loss increase when one weight tensor alone is replaced by its quantized values, measured by ONNX Runtime
-/// on the calibration samples: mean cross-entropy against the labels, or without labels the KL divergence from
-/// the float model's own softmax. It is what the second-order Omega approximates, at the price of one forward
+/// on the calibration samples: mean cross-entropy against the labels, or without labels the divergence from the
+/// float model's output that fits it (<see cref="OutputLoss"/>: KL of class distributions per position, binary KL
+/// of a probability map, squared error of values). It is what the second-order Omega approximates, at the price of one forward
 /// pass over the samples per candidate, and it carries no estimator noise.
 /// </summary>
 /// <remarks>
 /// One ONNX Runtime session serves every candidate: the measured tensors are made overridable initializers (also
 /// graph inputs, their stored values the defaults), and a candidate's values are fed as an input. Building a session
 /// per candidate, as before, cost more than running it. Threads share the session (ONNX Runtime's Run is
-/// thread-safe), so the search measures several tensors' candidates at once. A weight held in a Constant node
-/// cannot be overridden; its candidates get a session of their own, the slow way.
+/// thread-safe), so the search measures several tensors' candidates at once. A float weight held in a Constant
+/// node is moved into an initializer first; only weights stored in another type get a session per candidate.
 /// </remarks>
 internal sealed class MeasuredLoss : IDisposable
 {
+    private readonly OutputLoss _form;
     private readonly ModelProto _model;
     private readonly DataFile _data;
     private readonly string? _output;
@@ -28,6 +56,7 @@ internal sealed class MeasuredLoss : IDisposable
     private readonly string _modelPath;
     private readonly long[]? _labels;
     private readonly double[][] _floatProbabilities;
+    private readonly ModelOutputs _reference;
     private readonly double _floatLoss;
     private readonly SessionOptions _options;
     private readonly InferenceSession _session;
@@ -40,11 +69,13 @@ internal sealed class MeasuredLoss : IDisposable
     /// <param name="data">The calibration samples.</param>
     /// <param name="output">The output compared, or null for the first.</param>
     /// <param name="weights">The tensors whose candidates will be measured (the others keep their values).</param>
-    public MeasuredLoss(OnnxModel model, DataFile data, string? output, IEnumerable<string> weights)
+    /// <param name="form">How the output is compared; null: class logits along its last axis.</param>
+    public MeasuredLoss(OnnxModel model, DataFile data, string? output, IEnumerable<string> weights, OutputLoss? form = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(weights);
+        _form = form ?? OutputLoss.ClassLogits;
         // Parsed once from the in-memory bytes (external data resolved); the slow path works on clones.
         var bytes = model.ToBytes();
         _model = ModelProto.Parser.ParseFrom(bytes);
@@ -58,10 +89,10 @@ internal sealed class MeasuredLoss : IDisposable
         _overridable = new Dictionary<string, long[]>(StringComparer.Ordinal);
         foreach (var name in weights)
         {
-            var initializer = shared.Graph.Initializer.FirstOrDefault(i => i.Name == name);
+            var initializer = shared.Graph.Initializer.FirstOrDefault(i => i.Name == name) ?? PromoteConstant(shared.Graph, name);
             if (initializer is null || initializer.DataType != (int)TensorProto.Types.DataType.Float)
             {
-                continue; // a Constant node's weight, or one stored in another type: measured the slow way
+                continue; // stored in another type (float16, say): measured the slow way
             }
 
             _overridable[name] = initializer.Dims.ToArray();
@@ -80,9 +111,10 @@ internal sealed class MeasuredLoss : IDisposable
         _options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
         _session = ModelEvaluator.OpenSession(shared.ToByteArray(), _options, model.Path);
         _outputName = output ?? _session.OutputNames[0];
-        var outputs = ModelEvaluator.Run(_session, data, _outputName, model.Path, []);
-        _floatProbabilities = Softmax(outputs);
-        _floatLoss = Loss(outputs);
+        _reference = ModelEvaluator.Run(_session, data, _outputName, model.Path, []);
+        InputChecks.RequireLabelsInRange(data, _reference.Classes);
+        _floatProbabilities = _form.Comparison == OutputComparison.Logits && (_reference.SampleShape?.Length ?? 1) == 1 ? Softmax(_reference) : [];
+        _floatLoss = Loss(_reference);
     }
 
     /// <summary>Calibration samples each candidate runs on.</summary>
@@ -94,18 +126,27 @@ internal sealed class MeasuredLoss : IDisposable
     /// <summary>The loss with tensor <paramref name="name"/> replaced by <paramref name="values"/>, minus the float model's.</summary>
     public double Increase(string name, float[] values) => Increase([(name, values)]);
 
+    /// <summary>The samples' labels, or null.</summary>
+    public long[]? Labels => _labels;
+
+    /// <summary>The float model's outputs on the samples.</summary>
+    public ModelOutputs Reference => _reference;
+
     /// <summary>The loss with every listed tensor replaced by its values at once (the others float), minus the float model's.</summary>
-    public double Increase(IReadOnlyList<(string Name, float[] Values)> replaced)
+    public double Increase(IReadOnlyList<(string Name, float[] Values)> replaced) => Loss(Outputs(replaced)) - _floatLoss;
+
+    /// <summary>The outputs with every listed tensor replaced by its values at once (the others float).</summary>
+    public ModelOutputs Outputs(IReadOnlyList<(string Name, float[] Values)> replaced)
     {
         ArgumentNullException.ThrowIfNull(replaced);
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        double increase;
+        ModelOutputs outputs;
         if (replaced.All(r => _overridable.ContainsKey(r.Name)))
         {
             var inputs = replaced.Select(r => (r.Name, Value: OrtValue.CreateTensorValueFromMemory((float[])r.Values.Clone(), _overridable[r.Name]))).ToArray();
             try
             {
-                increase = Loss(ModelEvaluator.Run(_session, _data, _outputName, _modelPath, inputs)) - _floatLoss;
+                outputs = ModelEvaluator.Run(_session, _data, _outputName, _modelPath, inputs);
             }
             finally
             {
@@ -123,12 +164,33 @@ internal sealed class MeasuredLoss : IDisposable
                 OnnxModel.SetFloatValues(OnnxModel.FindTensor(proto.Graph, name) ?? throw new ArgumentException($"No tensor '{name}' in the model.", nameof(replaced)), values);
             }
 
-            increase = Loss(ModelEvaluator.Run(proto.ToByteArray(), _data, _output, _modelPath)) - _floatLoss;
+            outputs = ModelEvaluator.Run(proto.ToByteArray(), _data, _output, _modelPath);
         }
 
         Interlocked.Increment(ref _candidates);
         Interlocked.Add(ref _elapsedTicks, clock.Elapsed.Ticks);
-        return increase;
+        return outputs;
+    }
+
+    /// <summary>
+    /// Moves a float weight held in a <c>Constant</c> node (as paddle2onnx and older exporters write them) into an
+    /// initializer of the same name, which every consumer reads alike and a candidate can override; null when the
+    /// graph holds no such node.
+    /// </summary>
+    private static TensorProto? PromoteConstant(GraphProto graph, string name)
+    {
+        var node = graph.Node.FirstOrDefault(n => n.OpType == "Constant" && n.Output.Count == 1 && n.Output[0] == name);
+        var value = node?.Attribute.FirstOrDefault(a => a.Name == "value")?.T;
+        if (node is null || value is null || value.DataType != (int)TensorProto.Types.DataType.Float)
+        {
+            return null;
+        }
+
+        graph.Node.Remove(node);
+        var initializer = value.Clone();
+        initializer.Name = name;
+        graph.Initializer.Add(initializer);
+        return initializer;
     }
 
     public void Dispose()
@@ -138,6 +200,33 @@ internal sealed class MeasuredLoss : IDisposable
     }
 
     private double Loss(ModelOutputs outputs)
+    {
+        var shape = outputs.SampleShape ?? [outputs.Classes];
+        if (_form.Comparison == OutputComparison.Logits && shape.Length == 1)
+        {
+            return ClassLoss(outputs);
+        }
+
+        // Every other form, per position: a class distribution along the class axis (a recognizer's time step), an
+        // element of a probability map, or a value.
+        double sum = 0;
+        for (var s = 0; s < outputs.Samples; s++)
+        {
+            var p = _reference.Outputs.AsSpan(s * outputs.Classes, outputs.Classes);
+            var q = outputs.Outputs.AsSpan(s * outputs.Classes, outputs.Classes);
+            sum += _form.Comparison switch
+            {
+                OutputComparison.BinaryProbabilities => BinaryKl(p, q),
+                OutputComparison.Values => SquaredError(p, q),
+                _ => CategoricalKl(p, q, shape, _form.Comparison == OutputComparison.Logits, _labels is { } labels && shape.Length == 1 ? labels[s] : -1),
+            };
+        }
+
+        return sum / outputs.Samples;
+    }
+
+    // Samples x classes logits: cross-entropy against the labels, or KL divergence from the float model's softmax.
+    private double ClassLoss(ModelOutputs outputs)
     {
         var probabilities = Softmax(outputs);
         double sum = 0;
@@ -158,6 +247,89 @@ internal sealed class MeasuredLoss : IDisposable
         }
 
         return sum / outputs.Samples;
+    }
+
+    // Mean over positions of KL(p || q) along the class axis, or of -log q[label] with a label; logits are
+    // softmaxed per position, probabilities (a Softmax output) are taken as they are.
+    private double CategoricalKl(ReadOnlySpan<float> p, ReadOnlySpan<float> q, long[] shape, bool logits, long label)
+    {
+        var axis = (int)(_form.Axis < 0 ? _form.Axis + shape.Length + 1 : _form.Axis) - 1;
+        axis = Math.Clamp(axis, 0, shape.Length - 1);
+        var classes = (int)shape[axis];
+        var inner = (int)shape.Skip(axis + 1).Aggregate(1L, (a, b) => a * b);
+        var outer = p.Length / Math.Max(1, classes * inner);
+        var pp = new double[classes];
+        var qq = new double[classes];
+        double sum = 0;
+        for (var o = 0; o < outer; o++)
+        {
+            for (var i = 0; i < inner; i++)
+            {
+                var start = (o * classes * inner) + i;
+                Distribution(p, start, inner, logits, pp);
+                Distribution(q, start, inner, logits, qq);
+                if (label >= 0 && label < classes)
+                {
+                    sum -= Math.Log(Math.Max(qq[label], 1e-30));
+                    continue;
+                }
+
+                for (var k = 0; k < classes; k++)
+                {
+                    sum += pp[k] > 0 ? pp[k] * Math.Log(pp[k] / Math.Max(qq[k], 1e-30)) : 0;
+                }
+            }
+        }
+
+        return sum / Math.Max(1, outer * inner);
+    }
+
+    private static void Distribution(ReadOnlySpan<float> values, int start, int stride, bool logits, double[] into)
+    {
+        double max = double.NegativeInfinity, total = 0;
+        for (var k = 0; k < into.Length; k++)
+        {
+            into[k] = values[start + (k * stride)];
+            max = Math.Max(max, into[k]);
+        }
+
+        for (var k = 0; k < into.Length; k++)
+        {
+            into[k] = logits ? Math.Exp(into[k] - max) : Math.Max(into[k], 0);
+            total += into[k];
+        }
+
+        for (var k = 0; k < into.Length; k++)
+        {
+            into[k] = total > 0 ? into[k] / total : 1.0 / into.Length;
+        }
+    }
+
+    // Mean over elements of the binary KL divergence of independent probabilities (a Sigmoid map).
+    private static double BinaryKl(ReadOnlySpan<float> p, ReadOnlySpan<float> q)
+    {
+        const double Floor = 1e-7;
+        double sum = 0;
+        for (var i = 0; i < p.Length; i++)
+        {
+            var a = Math.Clamp(p[i], Floor, 1 - Floor);
+            var b = Math.Clamp(q[i], Floor, 1 - Floor);
+            sum += (a * Math.Log(a / b)) + ((1 - a) * Math.Log((1 - a) / (1 - b)));
+        }
+
+        return sum / Math.Max(1, p.Length);
+    }
+
+    private static double SquaredError(ReadOnlySpan<float> p, ReadOnlySpan<float> q)
+    {
+        double sum = 0;
+        for (var i = 0; i < p.Length; i++)
+        {
+            var d = (double)q[i] - p[i];
+            sum += d * d;
+        }
+
+        return sum / Math.Max(1, p.Length);
     }
 
     private static double[][] Softmax(ModelOutputs outputs)

@@ -47,7 +47,7 @@ internal static class PolicyTemplate
         Line("  device: auto                       # auto | cpu | cuda");
         Line("quantization:");
         Line("  method: uniform                    # uniform | kmeans | hessian-kmeans | ecsq | auto (the search picks uniform or ecsq per tensor)");
-        Line("  granularity: per-channel           # per-channel | per-tensor | auto (the search picks per tensor)");
+        Line("  granularity: auto                  # auto (the search picks per tensor) | per-channel | per-tensor");
         Line("  scheme: asymmetric                 # asymmetric | symmetric (uniform levels centred on zero)");
         Line(Invariant($"  bits: [{string.Join(", ", PolicyDefaults.Bits)}]").PadRight(37) + "# candidates per tensor");
         Line("  budget:                            # exactly one of:");
@@ -80,6 +80,7 @@ internal static class PolicyTemplate
         Line(Invariant($"    margin: {PolicyDefaults.JointCheckMargin}").PadRight(37) + "#   correct when the joint loss exceeds the sum by more than this fraction");
         Line(Invariant($"    rounds: {PolicyDefaults.JointCheckRounds}").PadRight(37) + "#   most correction rounds");
         Line(Invariant($"    samples: {PolicyDefaults.JointCheckSamples}").PadRight(37) + "#   calibration samples per forward pass");
+        Line(Invariant($"    max_passes: {PolicyDefaults.JointCheckMaxPasses}").PadRight(37) + "#   most forward passes, corrections included");
         Line("  seed: 0                            # k-means++ seeding");
         Line("pruning:");
         Line("  sparsity: 0.0                      # fraction of smallest weights set to zero; 0 = off");

@@ -178,13 +178,17 @@ internal static class QuantizationMethods
 /// <summary>How many scales or codebooks a tensor has.</summary>
 internal enum Granularity
 {
-    /// <summary>One per output channel. The default.</summary>
+    /// <summary>One per output channel.</summary>
     PerChannel,
 
     /// <summary>One per tensor.</summary>
     PerTensor,
 
-    /// <summary>The search picks per tensor: each tensor's candidates span both.</summary>
+    /// <summary>
+    /// The search picks per tensor: each tensor's candidates span both. The default: across the fixtures it lost
+    /// least (docs/policy.md, "Choosing the defaults"), since per-channel grids hold channels of very different
+    /// scales while per-tensor grids code to fewer bytes where the scales agree.
+    /// </summary>
     Auto,
 }
 
@@ -204,8 +208,8 @@ internal sealed class QuantizationOptions
     /// <summary>Default: <see cref="QuantizationMethods.Uniform"/>.</summary>
     public string Method { get; init; } = QuantizationMethods.Uniform;
 
-    /// <summary>Default: <see cref="Granularity.PerChannel"/>.</summary>
-    public Granularity Granularity { get; init; } = Granularity.PerChannel;
+    /// <summary>Default: <see cref="Granularity.Auto"/>.</summary>
+    public Granularity Granularity { get; init; } = Granularity.Auto;
 
     /// <summary>Uniform levels. Default: <see cref="UniformScheme.Asymmetric"/>.</summary>
     public UniformScheme Scheme { get; init; } = UniformScheme.Asymmetric;
@@ -268,6 +272,9 @@ internal sealed class JointCheckSettings
 
     /// <summary>Calibration samples of the forward passes (the first ones). Default: 128.</summary>
     public int Samples { get; init; } = PolicyDefaults.JointCheckSamples;
+
+    /// <summary>Most forward passes of the check, its corrections included. Default: 100.</summary>
+    public int MaxPasses { get; init; } = PolicyDefaults.JointCheckMaxPasses;
 }
 
 /// <summary>The quantization cost Omega the bit search minimises, summed over tensors.</summary>
@@ -359,7 +366,7 @@ internal sealed class GptqOptions
     /// <summary>Column order. Default: natural.</summary>
     public GptqOrder Order { get; init; } = GptqOrder.Natural;
 
-    /// <summary>Calibration samples for the layer Hessians. Default: 128.</summary>
+    /// <summary>Calibration samples for the layer Hessians. Default: 512.</summary>
     public int Samples { get; init; } = PolicyDefaults.GptqSamples;
 
     /// <summary>How compensated pruning chooses the pruned weights. Default: saliency.</summary>

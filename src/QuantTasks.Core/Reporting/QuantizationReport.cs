@@ -13,7 +13,8 @@ namespace QuantTasks.Reporting;
 /// <param name="Sparsity">Fraction pruned to zero.</param>
 /// <param name="Sensitivity">What the bit search used.</param>
 /// <param name="Bytes">Bytes in the blob.</param>
-internal sealed record TensorReport(string Name, long Params, int Bits, string Method, double Sparsity, double Sensitivity, long Bytes);
+/// <param name="Grid">per-channel or per-tensor, given when the search chose it (<c>granularity: auto</c>); null otherwise.</param>
+internal sealed record TensorReport(string Name, long Params, int Bits, string Method, double Sparsity, double Sensitivity, long Bytes, string? Grid = null);
 
 /// <summary>The accuracy gate's figures (percentages, drop in percentage points).</summary>
 /// <param name="Metric">top1, agreement or cosine.</param>
@@ -65,7 +66,9 @@ internal sealed record TrainingReport(string Loss, string? Metric, int TrainingS
 /// <param name="Rounds">Correction rounds run.</param>
 /// <param name="Passes">Forward passes the check took.</param>
 /// <param name="Moved">Tensors whose choice the correction changed.</param>
-internal sealed record JointCheckSummary(int Samples, double AssumedLoss, double MeasuredLoss, double FinalLoss, int Rounds, int Passes, IReadOnlyList<string> Moved);
+/// <param name="Trigger">margin (the joint loss exceeded the sum), gate (the accuracy gate would have failed), or null when the check passed.</param>
+internal sealed record JointCheckSummary(int Samples, double AssumedLoss, double MeasuredLoss, double FinalLoss, int Rounds, int Passes, IReadOnlyList<string> Moved,
+    string? Trigger = null);
 
 /// <summary>One model's result, as <c>report.json</c> lists it (the product contract's keys).</summary>
 /// <param name="Name">The model's name (class name without "Model").</param>
@@ -148,6 +151,7 @@ internal sealed record QuantizationReport(IReadOnlyList<ModelReport> Models)
             {
                 Line();
                 Line(Invariant($"Joint check on {j.Samples} calibration samples: the search assumed a loss increase of {j.AssumedLoss:G4} (each tensor alone, summed), all tensors at once measured {j.MeasuredLoss:G4}")
+                    + (j.Trigger == "gate" ? "; the sum held, but the accuracy gate would have failed" : "")
                     + (j.Moved.Count == 0
                         ? Invariant($"{(j.Rounds > 0 ? $"; {j.Rounds} correction round(s) found nothing better" : "")}.")
                         : Invariant($"; corrected in {j.Rounds} round(s) to {j.FinalLoss:G4} by moving {string.Join(", ", j.Moved.Select(m => $"`{m}`"))}.")));
@@ -173,11 +177,16 @@ internal sealed record QuantizationReport(IReadOnlyList<ModelReport> Models)
             }
 
             Line();
-            Line("| tensor | params | bits | method | sparsity | sensitivity | bytes |");
-            Line("|---|---:|---:|---|---:|---:|---:|");
+            // The grid column only when the search chose grids, so that pinned policies keep their report.
+            var grids = model.Tensors.Any(t => t.Grid is not null);
+            Line(grids
+                ? "| tensor | params | bits | method | grid | sparsity | sensitivity | bytes |"
+                : "| tensor | params | bits | method | sparsity | sensitivity | bytes |");
+            Line(grids ? "|---|---:|---:|---|---|---:|---:|---:|" : "|---|---:|---:|---|---:|---:|---:|");
             foreach (var t in model.Tensors)
             {
-                Line(Invariant($"| `{t.Name}` | {t.Params:N0} | {t.Bits} | {t.Method} | {t.Sparsity:0.00} | {t.Sensitivity:G4} | {t.Bytes:N0} |"));
+                var grid = grids ? " " + (t.Grid ?? "-") + " |" : "";
+                Line(Invariant($"| `{t.Name}` | {t.Params:N0} | {t.Bits} | {t.Method} |{grid} {t.Sparsity:0.00} | {t.Sensitivity:G4} | {t.Bytes:N0} |"));
             }
         }
 

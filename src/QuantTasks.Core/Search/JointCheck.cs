@@ -7,7 +7,8 @@ namespace QuantTasks.Search;
 /// <param name="Margin">How far (a fraction) the measured loss may exceed the assumed sum before the search corrects itself.</param>
 /// <param name="Rounds">Most correction rounds.</param>
 /// <param name="Worst">Tensors re-measured in context per round (the ones the assumption underrated most); 0 for a quarter of them, at least one.</param>
-internal sealed record JointCheckOptions(double Margin, int Rounds, int Worst = 0)
+/// <param name="MaxPasses">Most forward passes of the whole check; correction rounds stop before they would exceed it.</param>
+internal sealed record JointCheckOptions(double Margin, int Rounds, int Worst = 0, int MaxPasses = int.MaxValue)
 {
     /// <summary>
     /// A measured loss this close to the assumed one is agreement whatever the margin: one ten-thousandth of a
@@ -23,7 +24,8 @@ internal sealed record JointCheckOptions(double Margin, int Rounds, int Worst = 
 /// <param name="Rounds">Correction rounds run.</param>
 /// <param name="Passes">Forward passes over the samples the check took.</param>
 /// <param name="Moved">Tensors whose candidate changed.</param>
-internal sealed record JointCheckReport(double Assumed, double Measured, double Final, int Rounds, int Passes, IReadOnlyList<string> Moved)
+/// <param name="Trigger">What made the check correct: <c>margin</c> (the joint loss exceeded the sum), <c>gate</c> (the sum held, but the accuracy gate would fail), or null when it passed.</param>
+internal sealed record JointCheckReport(double Assumed, double Measured, double Final, int Rounds, int Passes, IReadOnlyList<string> Moved, string? Trigger = null)
 {
     /// <summary>Whether the search's result was replaced.</summary>
     public bool Corrected => Moved.Count > 0;
@@ -45,7 +47,9 @@ internal sealed record JointCheckOutcome(SearchResult Search, StoredTensor[] Sto
 /// <item>The budget is solved again over the same candidates with those costs, and the new choice is kept only
 /// when its measured joint loss is lower.</item>
 /// </list>
-/// Sizes come from the search's candidates, so the budget still holds to the byte.
+/// Sizes come from the search's candidates, so the budget still holds to the byte. When the losses do add up but
+/// the accuracy gate would fail on the result, the same rounds run (the search's Omega may rate some tensors wrong
+/// even where each tensor's loss is additive), until the gate would pass or no round lowers the loss.
 /// </summary>
 internal static class JointCheck
 {
@@ -57,9 +61,11 @@ internal static class JointCheck
     /// <param name="loss">The loss increase over the float model with the given tensors (by catalog index) replaced by the given values, the others float.</param>
     /// <param name="omegaIsLoss">Whether the search's Omega is already that loss increase, measured alone (omega: measured), which saves measuring each tensor alone.</param>
     /// <param name="options">Margin and rounds.</param>
+    /// <param name="gateFails">Whether the accuracy gate would fail with the given tensors replaced (the others float), or null without a gate.</param>
     /// <param name="cancellation">Stops between forward passes.</param>
     public static JointCheckOutcome Run(SearchResult search, IReadOnlyList<float[]> values, StoredTensor[] stored, QuantizerSettings settings,
-        Func<IReadOnlyList<(int Tensor, float[] Values)>, double> loss, bool omegaIsLoss, JointCheckOptions options, CancellationToken cancellation = default)
+        Func<IReadOnlyList<(int Tensor, float[] Values)>, double> loss, bool omegaIsLoss, JointCheckOptions options,
+        Func<IReadOnlyList<(int Tensor, float[] Values)>, bool>? gateFails = null, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(search);
         ArgumentNullException.ThrowIfNull(values);
@@ -94,9 +100,21 @@ internal static class JointCheck
         var space = search.Space;
         // Once the check fails, rounds go on while each one lowers the joint loss.
         var inContext = new Dictionary<int, double[]>();
-        var failed = joint > (1 + options.Margin) * assumed + JointCheckOptions.AbsoluteTolerance;
-        while (failed && space is not null && rounds < options.Rounds)
+        string? trigger = joint > (1 + options.Margin) * assumed + JointCheckOptions.AbsoluteTolerance ? "margin"
+            : quantized.Length > 0 && space is not null && gateFails is not null && gateFails(All()) ? "gate"
+            : null;
+        while (trigger is not null && space is not null && rounds < options.Rounds)
         {
+            // A round takes one tensor's candidates at least and the trial, and a pass per tensor left out when
+            // max_passes leaves room for them.
+            var minimum = quantized.Min(t => space.Candidates(t).Count) + 1;
+            if (passes + minimum > options.MaxPasses)
+            {
+                break;
+            }
+
+            var leaveOneOut = passes + quantized.Length + minimum <= options.MaxPasses;
+
             rounds++;
             var chosen = quantized.ToDictionary(t => t, t => space.IndexOf(t, result.Tensors[t]));
             if (chosen.Values.Any(k => k < 0))
@@ -104,14 +122,29 @@ internal static class JointCheck
                 break; // a later stage changed a choice into one the search never weighed
             }
 
-            // Leave one out: each tensor's contribution with every other tensor quantized.
+            // Leave one out: each tensor's contribution with every other tensor quantized. Without room for it, each
+            // tensor's contribution is its own loss inflated as much as the whole's.
             var without = new double[search.Tensors.Count];
-            Parallel.ForEach(quantized, new ParallelOptions { CancellationToken = cancellation }, t => without[t] = Measure(All(except: t)));
+            var inflation = quantized.Sum(t => alone[t]) is var sum && sum > 0 ? joint / sum : 1;
+            Parallel.ForEach(quantized, new ParallelOptions { CancellationToken = cancellation }, t =>
+                without[t] = leaveOneOut ? Measure(All(except: t)) : joint - (alone[t] * inflation));
             var context = quantized.ToDictionary(t => t, t => joint - without[t]);
             var worstCount = options.Worst > 0 ? options.Worst : Math.Max(1, (quantized.Length + 3) / 4);
-            var worst = quantized.Where(t => !inContext.ContainsKey(t) && context[t] > (1 + options.Margin) * alone[t])
-                .OrderByDescending(t => context[t] - alone[t]).ThenBy(t => t).Take(worstCount).ToArray();
-            if (worst.Length == 0)
+            // For the gate every tensor is a suspect, the most inflated and then the costliest first.
+            var worst = quantized.Where(t => !inContext.ContainsKey(t) && (trigger == "gate" || context[t] > (1 + options.Margin) * alone[t]))
+                .OrderByDescending(t => context[t] - alone[t]).ThenByDescending(t => context[t]).ThenBy(t => t).Take(worstCount).ToList();
+            var room = options.MaxPasses - passes - 1;
+            for (var k = 0; k < worst.Count; k++)
+            {
+                room -= space.Candidates(worst[k]).Count;
+                if (room < 0)
+                {
+                    worst.RemoveRange(k, worst.Count - k);
+                    break;
+                }
+            }
+
+            if (worst.Count == 0)
             {
                 break;
             }
@@ -156,10 +189,12 @@ internal static class JointCheck
                 break;
             }
 
+            // The moved tensors' own losses serve the next round only: without room for them there is none.
+            var lastRound = !omegaIsLoss && passes + changed.Length > options.MaxPasses;
             foreach (var t in changed)
             {
                 moved.Add(search.Tensors[t].Weight.Name);
-                alone[t] = omegaIsLoss ? proposal.Tensors[t].Omega : Math.Max(0, Measure([(t, trialValues[t]!)]));
+                alone[t] = omegaIsLoss ? proposal.Tensors[t].Omega : lastRound ? alone[t] : Math.Max(0, Measure([(t, trialValues[t]!)]));
             }
 
             // Each new choice keeps the Omega the search gave it, so that the report compares like with like.
@@ -167,9 +202,13 @@ internal static class JointCheck
             current = trial;
             dequantized = trialValues;
             joint = trialJoint;
+            if (lastRound || (trigger == "gate" && !gateFails!(All())))
+            {
+                break;
+            }
         }
 
-        return new JointCheckOutcome(result, current, new JointCheckReport(initiallyAssumed, measured, joint, rounds, passes, moved.ToArray()));
+        return new JointCheckOutcome(result, current, new JointCheckReport(initiallyAssumed, measured, joint, rounds, passes, moved.ToArray(), trigger));
     }
 
     private static StoredTensor Quantize(TensorChoice choice, float[] values, QuantizerSettings settings) =>

@@ -1,3 +1,4 @@
+using QuantTasks.Evaluation;
 using QuantTasks.Onnx.Proto;
 
 namespace QuantTasks.Engine.Graph;
@@ -29,6 +30,26 @@ internal sealed record OutputForm(string Output, string Scores, ScoreKind Kind, 
 {
     /// <summary>Whether class labels (one per sample) fit: categorical scores of shape samples x classes.</summary>
     public bool TakesLabels => Kind == ScoreKind.Categorical && Rank == 2;
+
+    /// <summary>
+    /// How a loss measured on the output itself compares it (ONNX Runtime's forward passes see the output, not the
+    /// logits before it): class logits or log-probabilities are softmaxed per position along the class axis, a
+    /// Softmax's probabilities are taken as they are, a Sigmoid map by binary KL, values by squared error. An output
+    /// whose rank the graph does not declare is taken as class logits, as the evaluation takes it.
+    /// </summary>
+    public OutputLoss MeasuredOn(GraphProto graph)
+    {
+        ArgumentNullException.ThrowIfNull(graph);
+        var producer = graph.Node.LastOrDefault(n => n.Output.Contains(Output));
+        return Kind switch
+        {
+            ScoreKind.Binary => new OutputLoss(OutputComparison.BinaryProbabilities),
+            ScoreKind.Categorical when Scores == Output || producer?.OpType == "LogSoftmax" => new OutputLoss(OutputComparison.Logits, Axis),
+            ScoreKind.Categorical => new OutputLoss(OutputComparison.Probabilities, Axis),
+            _ when Rank == 0 => OutputLoss.ClassLogits,
+            _ => new OutputLoss(OutputComparison.Values),
+        };
+    }
 
     /// <summary>Describes a graph output.</summary>
     public static OutputForm Of(GraphProto graph, long opset, string output)

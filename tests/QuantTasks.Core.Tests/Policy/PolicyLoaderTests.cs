@@ -58,7 +58,7 @@ public sealed class PolicyLoaderTests : IDisposable
         Assert.Equal(OmegaKind.OutputError, policy.Quantization.Omega);
         Assert.Equal(CompensationKind.Gptq, policy.Quantization.Compensation);
         Assert.Equal(512, policy.Sensitivity.Samples);
-        Assert.Equal(Granularity.PerChannel, policy.Quantization.Granularity);
+        Assert.Equal(Granularity.Auto, policy.Quantization.Granularity);
         Assert.Equal(["*bias*"], policy.Quantization.KeepFloat);
         Assert.Equal(EntropyCoding.Huffman, policy.Encoding.Entropy);
         Assert.Equal(AccuracyMetric.Top1, policy.Accuracy.Metric);

@@ -127,6 +127,65 @@ public sealed class JointCheckTests
     }
 
     [Fact]
+    public void Losses_that_add_up_are_corrected_when_the_gate_would_fail_and_left_alone_when_it_would_pass()
+    {
+        // fc2's error costs 50 times what the search's Omega says, alone as in company: the losses add up, so the
+        // margin passes, but the gate (here: the joint loss under a fifth below the search's) would fail.
+        var fc2 = Index("fc2.weight");
+        double Loss(IReadOnlyList<(int Tensor, float[] Values)> replaced) =>
+            replaced.Sum(r => (r.Tensor == fc2 ? 50 : 1) * Error(r.Tensor, r.Values));
+        var (search, stored) = Search();
+        var settings = QuantizerSettings.From(_options);
+        var initial = Loss(Enumerable.Range(0, stored.Length).Where(t => stored[t].Quantized is not null).Select(t => (t, stored[t].Quantized!.Dequantize())).ToArray());
+        var gateCalls = 0;
+        bool Gate(IReadOnlyList<(int Tensor, float[] Values)> replaced)
+        {
+            gateCalls++;
+            return Loss(replaced) > 0.8 * initial;
+        }
+
+        var outcome = JointCheck.Run(search, _values, stored, settings, Loss, omegaIsLoss: false, new JointCheckOptions(0.25, 3), gateFails: Gate);
+
+        Assert.Equal("gate", outcome.Report.Trigger);
+        Assert.Equal(outcome.Report.Assumed, outcome.Report.Measured, 9);
+        Assert.Contains("fc2.weight", outcome.Report.Moved);
+        Assert.True(outcome.Search.Tensors[fc2].Bits > search.Tensors[fc2].Bits, $"{outcome.Search.Tensors[fc2].Bits} bits, was {search.Tensors[fc2].Bits}");
+        Assert.True(outcome.Report.Final <= 0.8 * initial, $"{outcome.Report.Final} against {initial}: the gate would still fail");
+        Assert.True(outcome.Search.PayloadBytes <= outcome.Search.Budget, $"{outcome.Search.PayloadBytes} > {outcome.Search.Budget}");
+        Assert.True(gateCalls >= 2);
+
+        // The same losses with a gate that would pass: nothing is touched.
+        var passing = JointCheck.Run(search, _values, stored, settings, Loss, omegaIsLoss: false, new JointCheckOptions(0.25, 3), gateFails: _ => false);
+        Assert.Null(passing.Report.Trigger);
+        Assert.False(passing.Report.Corrected);
+        Assert.Same(search, passing.Search);
+    }
+
+    [Theory]
+    [InlineData(6)]
+    [InlineData(12)]
+    [InlineData(17)]
+    [InlineData(22)]
+    public void The_check_never_takes_more_passes_than_allowed(int maxPasses)
+    {
+        // The compounding fc2 of the test above: unbounded, the check takes more passes than any of these limits.
+        var fc2 = Index("fc2.weight");
+        double Loss(IReadOnlyList<(int Tensor, float[] Values)> replaced) =>
+            replaced.Sum(r => Error(r.Tensor, r.Values))
+            + (replaced.Any(r => r.Tensor != fc2) ? replaced.Where(r => r.Tensor == fc2).Sum(r => 49 * Error(r.Tensor, r.Values)) : 0);
+        var (search, stored) = Search();
+        var settings = QuantizerSettings.From(_options);
+        var unbounded = JointCheck.Run(search, _values, stored, settings, Loss, omegaIsLoss: false, new JointCheckOptions(0.25, 2));
+        Assert.True(unbounded.Report.Passes > 22, $"{unbounded.Report.Passes} passes");
+
+        var outcome = JointCheck.Run(search, _values, stored, settings, Loss, omegaIsLoss: false, new JointCheckOptions(0.25, 2, MaxPasses: maxPasses));
+
+        Assert.True(outcome.Report.Passes <= maxPasses, $"{outcome.Report.Passes} passes, at most {maxPasses} allowed");
+        Assert.True(outcome.Report.Final <= outcome.Report.Measured);
+        Assert.True(outcome.Search.PayloadBytes <= outcome.Search.Budget);
+    }
+
+    [Fact]
     public void A_correction_that_would_not_lower_the_joint_loss_is_not_kept()
     {
         // Every tensor's error is worth nothing alone and a constant in company: no choice is better than another.

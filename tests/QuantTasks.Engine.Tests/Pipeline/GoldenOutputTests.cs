@@ -59,9 +59,9 @@ public sealed partial class GoldenOutputTests : IDisposable
               metric: top1
               max_drop: 0.5
             """,
-        ["mlp-uniform-4"] = Mlp("quantization:\n  bits: [4]\n  budget:\n    average_bits: 5\n", maxDrop: 1),
-        ["mlp-uniform-3"] = Mlp("quantization:\n  bits: [3]\n  budget:\n    average_bits: 4\n", maxDrop: 100),
-        ["mlp-gate-fails"] = Mlp("quantization:\n  bits: [1]\n  budget:\n    average_bits: 2\n", maxDrop: 0.1),
+        ["mlp-uniform-4"] = Mlp("quantization:\n  granularity: per-channel\n  bits: [4]\n  budget:\n    average_bits: 5\n", maxDrop: 1),
+        ["mlp-uniform-3"] = Mlp("quantization:\n  granularity: per-channel\n  bits: [3]\n  budget:\n    average_bits: 4\n", maxDrop: 100),
+        ["mlp-gate-fails"] = Mlp("quantization:\n  granularity: per-channel\n  bits: [1]\n  budget:\n    average_bits: 2\n", maxDrop: 0.1),
         ["mlp-kmeans-global-greedy"] = Mlp("""
             quantization:
               method: kmeans
@@ -77,6 +77,7 @@ public sealed partial class GoldenOutputTests : IDisposable
             """, maxDrop: 100),
         ["mlp-symmetric-overrides"] = Mlp("""
             quantization:
+              granularity: per-channel
               scheme: symmetric
               bits: [3, 5, 8]
               keep_float: ["*bias*", "fc2.weight"]
@@ -131,6 +132,7 @@ public sealed partial class GoldenOutputTests : IDisposable
               max_iterations: 20
             quantization:
               method: hessian-kmeans
+              granularity: per-channel
               bits: [2, 3, 4]
               omega: hessian-diagonal
               compensation: none
@@ -150,6 +152,7 @@ public sealed partial class GoldenOutputTests : IDisposable
               max_iterations: 20
             quantization:
               method: ecsq
+              granularity: per-channel
               ecsq:
                 algorithm: uniform
                 lambda: 0.01

@@ -30,14 +30,8 @@ internal sealed class EvaluateStage : PipelineStage
             InputChecks.RequireFinite(data);
             var (baseline, quantized) = Compare(job, data, context);
             InputChecks.RequireLabelsInRange(data, baseline.Classes);
-            var labels = data.Labels();
             var options = job.Policy.Accuracy;
-            var form = Form(job);
-
-            // Labels fit outputs of one score vector per sample, whatever the graph declares.
-            var (metric, before, after) = options.Metric == AccuracyMetric.Top1 && labels is not null && (baseline.SampleShape?.Length ?? 1) == 1
-                ? ("top1", ModelEvaluator.Top1(baseline, labels), ModelEvaluator.Top1(quantized, labels))
-                : LabelFree(options.Metric, form, baseline, quantized);
+            var (metric, before, after) = Figure(options.Metric, Form(job), baseline, quantized, data.Labels());
             var drop = before - after;
             job.Accuracy = new AccuracyReport(metric, before, after, drop, options.MaxDrop, drop <= options.MaxDrop + 1e-9, baseline.Samples);
             return;
@@ -65,7 +59,19 @@ internal sealed class EvaluateStage : PipelineStage
         return (baseline, quantized);
     }
 
-    private static OutputForm Form(ModelJob job) =>
+    /// <summary>The gate's figure for the float and the compressed model's outputs on the same samples.</summary>
+    /// <param name="metric">The policy's metric.</param>
+    /// <param name="form">What produces the output.</param>
+    /// <param name="baseline">The float model's outputs.</param>
+    /// <param name="quantized">The compressed model's outputs.</param>
+    /// <param name="labels">The samples' labels, or null.</param>
+    internal static (string Metric, double Before, double After) Figure(AccuracyMetric metric, OutputForm form, ModelOutputs baseline, ModelOutputs quantized, long[]? labels) =>
+        // Labels fit outputs of one score vector per sample, whatever the graph declares.
+        metric == AccuracyMetric.Top1 && labels is not null && (baseline.SampleShape?.Length ?? 1) == 1
+            ? ("top1", ModelEvaluator.Top1(baseline, labels), ModelEvaluator.Top1(quantized, labels))
+            : LabelFree(metric, form, baseline, quantized);
+
+    internal static OutputForm Form(ModelJob job) =>
         OutputForm.Of(job.Model.Graph, job.Model.Opset, job.Options.Output ?? job.Model.Graph.Output[0].Name);
 
     // A graph that declares no output rank: one score vector per sample at run time is class scores, as OutputForm

@@ -1,3 +1,5 @@
+using QuantTasks.Data;
+using QuantTasks.Diagnostics;
 using QuantTasks.Evaluation;
 using QuantTasks.Policy;
 using QuantTasks.Quantization;
@@ -10,6 +12,7 @@ namespace QuantTasks.Engine.Pipeline.Stages;
 /// Measures the search's combined result against the sum of losses it assumed, and lets the search correct itself
 /// when the tensors' errors add up to more than that (<see cref="JointCheck"/>). Runs on the calibration samples by
 /// ONNX Runtime; changes choices and quantized tensors only to ones the search weighed, so sizes stay exact.
+/// With evaluation data, a result whose losses add up but that the accuracy gate would refuse is corrected too.
 /// </summary>
 internal sealed class JointCheckStage : PipelineStage
 {
@@ -31,21 +34,48 @@ internal sealed class JointCheckStage : PipelineStage
         // With omega: measured the search's Omega is each tensor's loss increase alone on all calibration
         // samples: measured on the same samples, it is the assumed loss with no pass per tensor.
         var omegaIsLoss = quantization.Omega == OmegaKind.Measured;
+        var needed = (omegaIsLoss ? 0 : quantized.Length) + 1;
+        if (needed > settings.MaxPasses)
+        {
+            context.Note?.Invoke(FormattableString.Invariant(
+                $"{job.Name}: joint check skipped: measuring {quantized.Length} tensors alone and together takes {needed} forward passes, more than quantization.joint_check.max_passes ({settings.MaxPasses})"));
+            return;
+        }
+
         var samples = omegaIsLoss ? calibration : calibration.Take(settings.Samples);
-        using var measured = new MeasuredLoss(job.Model, samples, job.Options.Output, quantized);
+        var form = EvaluateStage.Form(job).MeasuredOn(job.Model.Graph);
+        using var measured = new MeasuredLoss(job.Model, samples, job.Options.Output, quantized, form);
         var names = job.Weights.Select(w => w.Name).ToArray();
+        (string, float[])[] Named(IReadOnlyList<(int Tensor, float[] Values)> replaced) => replaced.Select(r => (names[r.Tensor], r.Values)).ToArray();
+
+        // The gate's own figure on the evaluation samples, so that a result the gate would refuse is corrected
+        // while the search's candidates can still do better. Not before fine-tuning, which corrects it otherwise
+        // and whose result the gate judges.
+        using var gate = job.Policy.Data.Evaluation is { } evaluation && job.Policy.Finetune is null ? GateProbe(job, evaluation, quantized) : null;
+        Func<IReadOnlyList<(int Tensor, float[] Values)>, bool>? gateFails = gate is null ? null : replaced =>
+        {
+            var (_, before, after) = EvaluateStage.Figure(job.Policy.Accuracy.Metric, EvaluateStage.Form(job), gate.Reference, gate.Outputs(Named(replaced)), gate.Labels);
+            return before - after > job.Policy.Accuracy.MaxDrop + 1e-9;
+        };
         var outcome = JointCheck.Run(job.Search, job.Values, job.Tensors, QuantizerSettings.From(quantization),
-            replaced => measured.Increase(replaced.Select(r => (names[r.Tensor], r.Values)).ToArray()),
-            omegaIsLoss, new JointCheckOptions(settings.Margin, settings.Rounds), context.Cancellation);
+            replaced => measured.Increase(Named(replaced)),
+            omegaIsLoss, new JointCheckOptions(settings.Margin, settings.Rounds, MaxPasses: settings.MaxPasses), gateFails, context.Cancellation);
 
         job.Search = outcome.Search;
         job.Tensors = outcome.Stored;
         var report = outcome.Report;
-        job.JointCheck = new JointCheckSummary(measured.Samples, report.Assumed, report.Measured, report.Final, report.Rounds, report.Passes, report.Moved);
+        job.JointCheck = new JointCheckSummary(measured.Samples, report.Assumed, report.Measured, report.Final, report.Rounds, report.Passes, report.Moved, report.Trigger);
         context.Note?.Invoke(FormattableString.Invariant(
             $"{job.Name}: joint check: assumed loss {report.Assumed:G4}, measured {report.Measured:G4}")
             + (report.Corrected
                 ? FormattableString.Invariant($"; corrected to {report.Final:G4} ({string.Join(", ", report.Moved)} moved, {report.Passes} passes)")
                 : FormattableString.Invariant($" ({report.Passes} passes)")));
+    }
+
+    private static MeasuredLoss GateProbe(ModelJob job, string evaluation, IEnumerable<string> quantized)
+    {
+        var data = DataFile.Load(job.Loaded.Resolve(evaluation));
+        InputChecks.RequireFinite(data);
+        return new MeasuredLoss(job.Model, data, job.Options.Output, quantized, EvaluateStage.Form(job).MeasuredOn(job.Model.Graph));
     }
 }

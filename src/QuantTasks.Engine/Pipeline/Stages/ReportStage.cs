@@ -20,7 +20,8 @@ internal sealed class ReportStage : PipelineStage
             c.Method,
             Math.Round(c.Sparsity, 6),
             c.Sensitivity,
-            c.Bytes)).ToArray();
+            c.Bytes,
+            c.Bits is not null && c.Plan.Axes.Length > 1 ? (c.ChannelAxis < 0 ? "per-tensor" : "per-channel") : null)).ToArray();
         var payload = job.Blob.PayloadBytes;
         job.Report = new ModelReport(
             job.Name,

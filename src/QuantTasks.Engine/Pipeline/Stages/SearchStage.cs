@@ -54,6 +54,7 @@ internal sealed class SearchStage : PipelineStage
         var calibration = job.Calibration ?? throw new QuantException(ErrorCode.PolicyMissingKey,
             "quantization.omega is measured, which runs the model on calibration samples: add data.calibration (an .npz file), or use omega: sensitivity.",
             job.Loaded.Locate("/quantization/omega"));
-        return new MeasuredLoss(job.Model, calibration, job.Options.Output, job.Plans.Where(p => p.Quantized).Select(p => p.Weight.Name));
+        return new MeasuredLoss(job.Model, calibration, job.Options.Output, job.Plans.Where(p => p.Quantized).Select(p => p.Weight.Name),
+            EvaluateStage.Form(job).MeasuredOn(job.Model.Graph));
     }
 }
