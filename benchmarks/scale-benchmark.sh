@@ -51,7 +51,7 @@ PY
 fi
 
 rm -f "$work/rows.txt"
-printf '%-14s %10s %8s %9s %9s %8s %8s %8s %8s %8s %9s %9s\n' model weights samples total_s analyze_s activ_s search_s quant_s eval_s other_s peak_GB ratio
+printf '%-14s %10s %8s %9s %9s %8s %8s %8s %8s %8s %8s %9s %9s\n' model weights samples total_s analyze_s activ_s search_s quant_s check_s eval_s other_s peak_GB ratio
 for m in $models; do
   case $m in
     ppocr-det) cal=det-calibration.npz; eval=det-evaluation.npz ;;
@@ -83,7 +83,7 @@ with zipfile.ZipFile(d + "/calibration.npz") as z:
 header = ast.literal_eval(raw[raw.index(b"{"):raw.index(b"}") + 1].decode())
 gptq = int(re.search(r"    samples: (\d+)", open(d + "/quant.yaml").read()).group(1))
 samples = min(gptq, header["shape"][0])
-named = ["analyze", "activations", "search", "quantize", "evaluate"]
+named = ["analyze", "activations", "search", "quantize", "joint-check", "evaluate"]
 other = sum(v for k, v in s.items() if k not in named)
 print(f"{name:<14} {weights:>10,} {samples:>8} {m['seconds']:>9.1f} " + " ".join(f"{s.get(k, 0):>8.1f}" for k in named)
       + f" {other:>8.1f} {peak:>9.2f} {m['compression_ratio']:>9.2f}")

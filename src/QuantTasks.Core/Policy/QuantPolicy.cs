@@ -308,13 +308,24 @@ internal enum OmegaKind
     /// compared on the scale the next layer sees.
     /// </summary>
     RelativeOutputError,
+
+    /// <summary>
+    /// The layer's output error in the loss's units: per tensor, one candidate's loss increase is measured by ONNX
+    /// Runtime on the calibration samples (one forward pass per tensor) and divides its output error; every
+    /// candidate of the tensor is scaled by that ratio. The output error ranks a tensor's own candidates, the
+    /// measurement says how much its layer's output matters downstream, which no layer-local cost knows.
+    /// </summary>
+    CalibratedOutputError,
 }
 
 /// <summary>What the Omega kinds need.</summary>
 internal static class OmegaKinds
 {
     /// <summary>Whether the Omega is computed from the layers' input Hessians (so the activations stage must run).</summary>
-    public static bool UsesLayerHessians(this OmegaKind omega) => omega is OmegaKind.OutputError or OmegaKind.RelativeOutputError;
+    public static bool UsesLayerHessians(this OmegaKind omega) => omega is OmegaKind.OutputError or OmegaKind.RelativeOutputError or OmegaKind.CalibratedOutputError;
+
+    /// <summary>Whether the search runs the model on the calibration samples to measure losses.</summary>
+    public static bool MeasuresLoss(this OmegaKind omega) => omega is OmegaKind.Measured or OmegaKind.CalibratedOutputError;
 }
 
 /// <summary>How the bit search allocates bits.</summary>

@@ -78,7 +78,7 @@ internal sealed record SearchOutcome(IReadOnlyList<TensorDecision> Tensors, long
 /// <param name="Pruning">Sparsity and its scope.</param>
 /// <param name="Entropy">Whether the blob entropy-codes symbols (sizes depend on it).</param>
 /// <param name="Sensitivities">Per tensor name; null or missing entries mean sensitivity 1 and no diagonal.</param>
-/// <param name="MeasureLoss">For <see cref="OmegaKind.Measured"/>: the loss increase with one tensor (by name) replaced by the given values.</param>
+/// <param name="MeasureLoss">For <see cref="OmegaKind.Measured"/> and <see cref="OmegaKind.CalibratedOutputError"/>: the loss increase with one tensor (by name) replaced by the given values.</param>
 /// <param name="LayerHessians">For compensated rounding: the layer Hessian per tensor name (tensors without one are rounded plainly).</param>
 /// <param name="Compensation">The settings of compensated rounding, or null for none.</param>
 internal sealed record SearchInputs(QuantizationOptions Quantization, PruningOptions Pruning, bool Entropy, IReadOnlyDictionary<string, TensorSensitivityInput>? Sensitivities,
@@ -146,9 +146,9 @@ internal static class MixedPrecisionSearch
         ArgumentNullException.ThrowIfNull(values);
         ArgumentNullException.ThrowIfNull(inputs);
         var options = inputs.Quantization;
-        if (options.Omega == OmegaKind.Measured && inputs.MeasureLoss is null)
+        if (options.Omega.MeasuresLoss() && inputs.MeasureLoss is null)
         {
-            throw new ArgumentException("quantization.omega measured needs a loss measurement.", nameof(inputs));
+            throw new ArgumentException($"quantization.omega {options.Omega} needs a loss measurement.", nameof(inputs));
         }
 
         var settings = QuantizerSettings.From(options);
@@ -186,6 +186,12 @@ internal static class MixedPrecisionSearch
                 var scale = layer is not null && options.Omega == OmegaKind.RelativeOutputError
                     ? 1 / Math.Max(double.Epsilon, layer.OutputError(values[t], new float[values[t].Length]))
                     : 1;
+                // calibrated-output-error: the candidate whose measured loss puts this tensor's output errors into
+                // the loss's units: the plain (unpruned) candidate nearest 4 bits, in the middle of the range where
+                // the loss is still quadratic in the error yet well above a forward pass's rounding noise.
+                var calibrated = options.Omega == OmegaKind.CalibratedOutputError;
+                var reference = calibrated ? Enumerable.Range(0, plan.Variants).MinBy(v => (Math.Abs(plan.Variant(v).Bits - CalibrationBits), v)) : -1;
+                float[]? referenceValues = null;
                 candidates[t] = Enumerable.Range(0, sparsityCount).SelectMany(s =>
                 {
                     var mask = MaskFor(t, s);
@@ -202,6 +208,11 @@ internal static class MixedPrecisionSearch
                         }
 
                         var quantized = Candidate(quantizer, prepared, bits, settings, values[t], mask, CompensationOf(t));
+                        if (s == 0 && variant == reference)
+                        {
+                            referenceValues = quantized.Dequantize();
+                        }
+
                         var omega = options.Omega == OmegaKind.Measured
                             ? Math.Max(0, inputs.MeasureLoss!(plan.Weight.Name, quantized.Dequantize()))
                             : layer is not null
@@ -213,6 +224,13 @@ internal static class MixedPrecisionSearch
                     });
                 }).ToArray();
                 CompensationOf(t)?.Hessian.ReleaseFactors();
+                if (calibrated)
+                {
+                    var measured = Math.Max(0, inputs.MeasureLoss!(plan.Weight.Name, referenceValues!));
+                    var outputError = candidates[t][reference].Omega;
+                    var toLoss = outputError > 0 ? measured / outputError : 0;
+                    candidates[t] = candidates[t].Select(c => c with { Omega = c.Omega * toLoss }).ToArray();
+                }
             }
 
             progress?.Report((double)Interlocked.Increment(ref done) / plans.Count);
@@ -242,6 +260,9 @@ internal static class MixedPrecisionSearch
         var space = new SearchSpace(candidates, budget, originalBytes, options.Search, Materialize);
         return space.Choose(t => candidates[t].Select(c => c.Omega).ToArray());
     }
+
+    /// <summary>The bit width whose candidate calibrates <see cref="OmegaKind.CalibratedOutputError"/>.</summary>
+    private const int CalibrationBits = 4;
 
     /// <summary>The budget in payload bytes: the ratio and average bits are turned into bytes, rounding down.</summary>
     public static long Budget(BudgetOptions budget, long originalBytes, long parameters)

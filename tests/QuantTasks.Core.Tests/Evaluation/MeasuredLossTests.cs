@@ -81,6 +81,21 @@ public sealed class MeasuredLossTests
     }
 
     [Fact]
+    public void No_more_runs_are_in_flight_at_once_than_there_are_cores()
+    {
+        // Four threads per core measure at once, as a parallel loop whose threads block in ONNX Runtime grows to;
+        // each run in flight holds a batch's activations, so the cap is what bounds the memory.
+        using var measured = new MeasuredLoss(_model, _data, null, s_weights);
+        var values = _model.ReadFloats(_model.FindTensor("fc1.weight")!);
+        var threads = Enumerable.Range(0, 4 * Environment.ProcessorCount).Select(_ => new Thread(() => measured.Increase("fc1.weight", values))).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+
+        Assert.Equal(threads.Count, measured.Throughput.Candidates);
+        Assert.InRange(measured.PeakRuns, 1, Environment.ProcessorCount);
+    }
+
+    [Fact]
     public void Weights_in_Constant_nodes_share_the_session_and_measure_what_the_rebuilt_model_measures()
     {
         // paddle2onnx writes every weight as a Constant node: they become overridable initializers, one session for

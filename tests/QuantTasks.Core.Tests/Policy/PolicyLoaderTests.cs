@@ -64,6 +64,20 @@ public sealed class PolicyLoaderTests : IDisposable
         Assert.Equal(AccuracyMetric.Top1, policy.Accuracy.Metric);
     }
 
+    [Theory]
+    [InlineData("calibrated-output-error", nameof(OmegaKind.CalibratedOutputError))]
+    [InlineData("relative-output-error", nameof(OmegaKind.RelativeOutputError))]
+    [InlineData("measured", nameof(OmegaKind.Measured))]
+    public void Every_omega_the_schema_names_is_read(string name, string kind)
+    {
+        var expected = Enum.Parse<OmegaKind>(kind);
+        var policy = Load(Valid.Replace("  method: hessian-kmeans", "  method: hessian-kmeans\n  omega: " + name, StringComparison.Ordinal)).Policy;
+
+        Assert.Equal(expected, policy.Quantization.Omega);
+        Assert.Equal(expected.UsesLayerHessians(), expected is OmegaKind.CalibratedOutputError or OmegaKind.RelativeOutputError);
+        Assert.Equal(expected.MeasuresLoss(), expected is OmegaKind.CalibratedOutputError or OmegaKind.Measured);
+    }
+
     [Fact]
     public void A_misspelt_key_is_QT1102_at_its_line_and_column_with_a_suggestion()
     {

@@ -173,4 +173,41 @@ public sealed class MixedPrecisionSearchTests
         Assert.Equal(first.Tensors.Select(t => (t.Bits, t.Bytes)), second.Tensors.Select(t => (t.Bits, t.Bytes)));
         Assert.Equal(first.Tensors.SelectMany(t => t.Stored.Quantized!.Symbols), second.Tensors.SelectMany(t => t.Stored.Quantized!.Symbols));
     }
+    [Fact]
+    public void Calibrated_output_errors_are_the_measured_loss_in_one_pass_per_tensor()
+    {
+        // A loss that is exactly a per-tensor multiple of the squared error (the Omega of tensors without a layer
+        // Hessian): one measurement per tensor must then turn every candidate's cost into that loss, and the
+        // tensor the loss weighs 1000 times gets more bits than when all weigh the same.
+        var options = new QuantizationOptions { Budget = new BudgetOptions { AverageBits = 3 }, Granularity = Granularity.PerTensor, Omega = OmegaKind.CalibratedOutputError };
+        var original = _weights.Select((w, i) => (w.Name, _values[i])).ToDictionary(p => p.Name, p => p.Item2);
+        Func<string, float[], double> Loss(string favourite, Action<string> seen) => (name, values) =>
+        {
+            seen(name);
+            var error = 0.0;
+            for (var i = 0; i < values.Length; i++)
+            {
+                error += (double)(values[i] - original[name][i]) * (values[i] - original[name][i]);
+            }
+
+            return (name == favourite ? 1000 : 1) * error;
+        };
+
+        var measured = new System.Collections.Concurrent.ConcurrentBag<string>();
+        var loss = Loss("fc1.weight", measured.Add);
+        var weighted = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, null, loss));
+        var even = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, null, Loss("none", _ => { })));
+
+        var quantized = weighted.Tensors.Where(t => t.Bits is not null).ToList();
+        Assert.Equal(quantized.Select(t => t.Weight.Name).Order(), measured.Order());
+        Assert.All(quantized, t => Assert.Equal(loss(t.Weight.Name, t.Stored.Quantized!.Dequantize()), t.Omega, 1e-9 * Math.Max(1, t.Omega)));
+        Assert.True(weighted.Tensors.Single(t => t.Weight.Name == "fc1.weight").Bits > even.Tensors.Single(t => t.Weight.Name == "fc1.weight").Bits);
+    }
+
+    [Fact]
+    public void Calibrated_output_errors_without_a_loss_measurement_are_refused()
+    {
+        var options = new QuantizationOptions { Omega = OmegaKind.CalibratedOutputError };
+        Assert.Throws<ArgumentException>(() => MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, null)));
+    }
 }

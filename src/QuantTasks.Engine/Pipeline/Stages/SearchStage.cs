@@ -43,17 +43,27 @@ internal sealed class SearchStage : PipelineStage
         }
     }
 
-    /// <summary>For <c>quantization.omega: measured</c>: the loss increase on the calibration samples, by ONNX Runtime.</summary>
+    /// <summary>
+    /// For <c>quantization.omega: measured</c> (every candidate) and <c>calibrated-output-error</c> (one candidate per
+    /// tensor): the loss increase on the calibration samples, by ONNX Runtime. The calibration of output errors runs
+    /// on the joint check's samples: it asks the same question of the same passes.
+    /// </summary>
     private static MeasuredLoss? MeasuredLossFor(ModelJob job)
     {
-        if (job.Policy.Quantization.Omega != OmegaKind.Measured)
+        var quantization = job.Policy.Quantization;
+        if (!quantization.Omega.MeasuresLoss())
         {
             return null;
         }
 
         var calibration = job.Calibration ?? throw new QuantException(ErrorCode.PolicyMissingKey,
-            "quantization.omega is measured, which runs the model on calibration samples: add data.calibration (an .npz file), or use omega: sensitivity.",
+            $"quantization.omega is {System.Text.Json.JsonNamingPolicy.KebabCaseLower.ConvertName(quantization.Omega.ToString())}, which runs the model on calibration samples: add data.calibration (an .npz file), or use omega: sensitivity.",
             job.Loaded.Locate("/quantization/omega"));
+        if (quantization.Omega == OmegaKind.CalibratedOutputError)
+        {
+            calibration = calibration.Take(quantization.Gptq.Samples);
+        }
+
         return new MeasuredLoss(job.Model, calibration, job.Options.Output, job.Plans.Where(p => p.Quantized).Select(p => p.Weight.Name),
             EvaluateStage.Form(job).MeasuredOn(job.Model.Graph));
     }
