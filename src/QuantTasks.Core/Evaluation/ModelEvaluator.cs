@@ -42,6 +42,17 @@ internal static class ModelEvaluator
 {
     private const int BatchSize = 256;
 
+    // Input elements per batch at most: a batch's activations grow with its inputs, and a detector's 32 pages of
+    // 640 x 640 in one batch held about 5 GB per run. 2^20 floats keep small models' batches at 256 samples.
+    private const long MaxBatchElements = 1 << 20;
+
+    /// <summary>Samples per batch: 256, fewer when the samples are large.</summary>
+    internal static int BatchFor(NpyArray[] arrays)
+    {
+        var perSample = arrays.Sum(a => a.Length / Math.Max(1, a.Rows));
+        return (int)Math.Clamp(MaxBatchElements / Math.Max(1, perSample), 1, BatchSize);
+    }
+
     /// <summary>Runs the model (ONNX bytes) on every sample and returns the chosen output.</summary>
     /// <param name="model">The model, serialized.</param>
     /// <param name="data">Samples, with arrays named after the model's inputs (or <c>input</c>).</param>
@@ -78,7 +89,7 @@ internal static class ModelEvaluator
         var results = new List<float>();
         var classes = 0;
         long[]? sampleShape = null;
-        RunBatches(session, arrays, samples, BatchSize, [output], modelPath, data.Path, (count, outputs) =>
+        RunBatches(session, arrays, samples, BatchFor(arrays), [output], modelPath, data.Path, (count, outputs) =>
         {
             var span = outputs[0].GetTensorDataAsSpan<float>();
             classes = span.Length / count;
@@ -110,7 +121,7 @@ internal static class ModelEvaluator
         var filled = 0;
         var classes = 0;
         long[]? sampleShape = null;
-        RunBatches(session, arrays, samples, BatchSize, [output], modelPath, data.Path, (count, outputs) =>
+        RunBatches(session, arrays, samples, BatchFor(arrays), [output], modelPath, data.Path, (count, outputs) =>
         {
             var span = outputs[0].GetTensorDataAsSpan<float>();
             if (sampleShape is null)

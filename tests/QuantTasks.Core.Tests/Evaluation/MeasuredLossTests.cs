@@ -80,6 +80,17 @@ public sealed class MeasuredLossTests
         Assert.Equal(s_weights.Length, shared.Throughput.Candidates);
     }
 
+    [Theory]
+    [InlineData(new long[] { 512, 1, 28, 28 }, 256)]
+    [InlineData(new long[] { 128, 3, 224, 224 }, 6)]
+    [InlineData(new long[] { 32, 3, 640, 640 }, 1)]
+    public void Batches_shrink_as_samples_grow_so_a_run_holds_a_bounded_input(long[] shape, int expected)
+    {
+        var array = new NpyArray("x", NpyDType.Float32, shape, new float[shape.Aggregate(1L, (a, b) => a * b)], null);
+
+        Assert.Equal(expected, ModelEvaluator.BatchFor([array]));
+    }
+
     [Fact]
     public void No_more_runs_are_in_flight_at_once_than_there_are_cores()
     {
