@@ -208,15 +208,16 @@ internal static class MixedPrecisionSearch
                         }
 
                         var quantized = Candidate(quantizer, prepared, bits, settings, values[t], mask, CompensationOf(t));
+                        var dequantized = options.Omega == OmegaKind.Measured || layer is not null || (s == 0 && variant == reference) ? quantized.Dequantize() : null;
                         if (s == 0 && variant == reference)
                         {
-                            referenceValues = quantized.Dequantize();
+                            referenceValues = dequantized;
                         }
 
                         var omega = options.Omega == OmegaKind.Measured
-                            ? Math.Max(0, inputs.MeasureLoss!(plan.Weight.Name, quantized.Dequantize()))
+                            ? Math.Max(0, inputs.MeasureLoss!(plan.Weight.Name, dequantized!))
                             : layer is not null
-                            ? layer.OutputError(values[t], quantized.Dequantize()) * scale
+                            ? layer.OutputError(values[t], dequantized!) * scale
                             : importance is null
                             ? analysed[t].Sensitivity * TensorQuantizer.SquaredError(quantized, values[t])
                             : TensorQuantizer.WeightedSquaredError(quantized, values[t], importance);

@@ -90,6 +90,29 @@ public sealed class QuantizationPipelineTests : IDisposable
         Assert.Contains("| `fc1.weight` |", File.ReadAllText(_folder.File("out/report.md")), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void Calibrated_output_errors_without_calibration_data_are_refused_at_the_omega_line_and_nothing_is_written()
+    {
+        _folder.Copy(Fixtures.Model("lenet5.onnx"));
+        File.WriteAllText(_folder.File("quant.yaml"), """
+            version: 1
+            models:
+              - path: lenet5.onnx
+            quantization:
+              omega: calibrated-output-error
+              budget:
+                compression_ratio: 8
+            """);
+
+        var error = Assert.Throws<QuantException>(() => new QuantizationPipeline().Run(PolicyLoader.Load(_folder.File("quant.yaml")), new PipelineOptions(_folder.File("out"), "Tests")));
+
+        Assert.Equal(ErrorCode.PolicyMissingKey, error.Code);
+        Assert.Contains("calibrated-output-error", error.Message, StringComparison.Ordinal);
+        Assert.Contains("data.calibration", error.Message, StringComparison.Ordinal);
+        Assert.Equal(5, error.Location!.Line); // the omega line
+        Assert.False(Directory.Exists(_folder.File("out")) && Directory.EnumerateFileSystemEntries(_folder.File("out")).Any());
+    }
+
     /// <summary>
     /// The search's acceptance case: PyTorch's LeNet-5 (97.40% top-1) at 16x or more, losing at most 0.5 pp on the
     /// 2,000 held-out digits, measured by ONNX Runtime on the decoded blob, without fine-tuning. ECSQ, the search

@@ -46,7 +46,7 @@ internal sealed class SearchStage : PipelineStage
     /// <summary>
     /// For <c>quantization.omega: measured</c> (every candidate) and <c>calibrated-output-error</c> (one candidate per
     /// tensor): the loss increase on the calibration samples, by ONNX Runtime. The calibration of output errors runs
-    /// on the joint check's samples: it asks the same question of the same passes.
+    /// on the samples the layer Hessians were taken on, so that both sides of its ratio see the same data.
     /// </summary>
     private static MeasuredLoss? MeasuredLossFor(ModelJob job)
     {
