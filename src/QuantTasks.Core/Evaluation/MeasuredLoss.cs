@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
 using QuantTasks.Diagnostics;
 using QuantTasks.Data;
 using QuantTasks.Onnx;
@@ -46,7 +47,7 @@ internal sealed record OutputLoss(OutputComparison Comparison, long Axis = -1)
 /// thread-safe), so the search measures several tensors' candidates at once. A float weight held in a Constant
 /// node is moved into an initializer first; only weights stored in another type get a session per candidate.
 /// </remarks>
-internal sealed class MeasuredLoss : IDisposable
+internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
 {
     private readonly OutputLoss _form;
     private readonly ModelProto _model;
@@ -61,6 +62,14 @@ internal sealed class MeasuredLoss : IDisposable
     private readonly SessionOptions _options;
     private readonly InferenceSession _session;
     private readonly Dictionary<string, long[]> _overridable;
+
+    // The model as the shared session runs it (weights overridable, constants promoted): each weight's part of the
+    // graph is cut from it, and the frontier values are computed by a copy of it with them as outputs.
+    private readonly ModelProto _shared;
+    private readonly int _dataInputs;
+    private readonly Lock _prefixLock = new();
+    private Dictionary<string, AffectedGraph?>? _parts;
+    private InferenceSession? _prefix;
 
     // Runs at once: one per core. Callers measure from parallel loops whose blocked threads make the thread pool
     // add more, and every run in flight holds a batch's activations in ONNX Runtime's arena (the recognizer of
@@ -112,12 +121,14 @@ internal sealed class MeasuredLoss : IDisposable
         }
 
         shared.IrVersion = Math.Max(shared.IrVersion, 4); // overridable initializers: IR 4 and later
+        _shared = shared;
         // One thread per Run, without spinning: the search runs several tensors' candidates at once, and ONNX
         // Runtime's own pool spinning beside them would fight them for the cores.
         _options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = 1 };
         _options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
         _session = ModelEvaluator.OpenSession(shared.ToByteArray(), _options, model.Path);
         _outputName = output ?? _session.OutputNames[0];
+        _dataInputs = _session.InputNames.Count;
         _reference = ModelEvaluator.Run(_session, data, _outputName, model.Path, []);
         InputChecks.RequireLabelsInRange(data, _reference.Classes);
         _floatProbabilities = _form.Comparison == OutputComparison.Logits && (_reference.SampleShape?.Length ?? 1) == 1 ? Softmax(_reference) : [];
@@ -202,6 +213,147 @@ internal sealed class MeasuredLoss : IDisposable
     }
 
     /// <summary>
+    /// A probe for <paramref name="runs"/> candidates of tensor <paramref name="name"/>, one after another. When the
+    /// part of the graph the tensor reaches leaves out enough of it (<see cref="AffectedGraph"/>), the values the part
+    /// reads from the rest are computed once, on every sample, and each candidate runs the part alone; otherwise, or
+    /// when those values would take more than <see cref="MaxFrontierBytes"/>, each runs the whole graph. Either way
+    /// the increase is the same loss, within the rounding of a differently fused graph.
+    /// </summary>
+    public ICandidateProbe Probe(string name, int runs)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        if (!_overridable.ContainsKey(name) || PartOf(name) is not { } part
+            || (double)(part.GraphNodes - part.Nodes.Count) / part.GraphNodes * runs < 2 + ((double)part.Nodes.Count / part.GraphNodes))
+        {
+            return new CandidateProbe(this, name, null);
+        }
+
+        var prefix = Prefix();
+        var types = part.Frontier.ToDictionary(f => f, f => TypeOf(prefix.OutputMetadata[f]), StringComparer.Ordinal);
+        if (types.Values.Any(t => t is null))
+        {
+            return new CandidateProbe(this, name, null);
+        }
+
+        // The frontier on every sample, batch by batch, as the part's inputs: held until the probe is disposed.
+        var batches = new List<(string Name, OrtValue Value)[]>();
+        long bytes = 0;
+        var fits = true;
+        var batchSize = ModelEvaluator.Batches(prefix, _data, part.Frontier, _modelPath, (_, _, results) =>
+        {
+            if (!fits)
+            {
+                return;
+            }
+
+            var kept = part.Frontier.Zip(results).Select(p => (p.First, Value: Keep(p.Second))).ToArray();
+            batches.Add(kept.Select(k => (k.First, k.Value.Value)).ToArray());
+            bytes += kept.Sum(k => k.Value.Bytes);
+            fits = bytes <= MaxFrontierBytes;
+        });
+        var run = new PartRun(part, batches, batchSize);
+        if (!fits)
+        {
+            run.Dispose();
+            return new CandidateProbe(this, name, null);
+        }
+
+        try
+        {
+            run.Session = ModelEvaluator.OpenSession(part.Build(_shared, types!).ToByteArray(), _options, _modelPath);
+            var original = TensorValues.ReadAsFloat(_shared.Graph.Initializer.First(t => t.Name == name));
+            run.Baseline = Loss(RunPart(run, original));
+            return new CandidateProbe(this, name, run);
+        }
+        catch
+        {
+            run.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Most bytes of frontier values one probe holds (the values a part reads, on every sample): 256 MB.</summary>
+    internal long MaxFrontierBytes { get; init; } = 256L << 20;
+
+    /// <summary>The loss increase of one candidate measured on its tensor's part of the graph.</summary>
+    internal double Increase(PartRun run, float[] values) => Loss(RunPart(run, values)) - run.Baseline;
+
+    private ModelOutputs RunPart(PartRun run, float[] values)
+    {
+        _runs.Wait();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        try
+        {
+            using var weight = OrtValue.CreateTensorValueFromMemory((float[])values.Clone(), _overridable[run.Part.Weight]);
+            return ModelEvaluator.Run(run.Session!, _data, _outputName, _modelPath, [(run.Part.Weight, weight)], run.Part.DataInputs, _dataInputs,
+                _reference.Samples, run.BatchSize, b => run.Batches[b]);
+        }
+        finally
+        {
+            _runs.Release();
+            Interlocked.Increment(ref _candidates);
+            Interlocked.Add(ref _elapsedTicks, clock.Elapsed.Ticks);
+        }
+    }
+
+    private AffectedGraph? PartOf(string name)
+    {
+        lock (_prefixLock)
+        {
+            _parts ??= _overridable.Keys.ToDictionary(w => w, w => AffectedGraph.Find(_shared.Graph, w, _outputName), StringComparer.Ordinal);
+            return _parts[name];
+        }
+    }
+
+    // The model with every part's frontier as extra outputs (untyped: ONNX Runtime infers them), opened once.
+    private InferenceSession Prefix()
+    {
+        lock (_prefixLock)
+        {
+            if (_prefix is null)
+            {
+                var proto = _shared.Clone();
+                var outputs = proto.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+                foreach (var value in _parts!.Values.OfType<AffectedGraph>().SelectMany(p => p.Frontier).Distinct(StringComparer.Ordinal).Where(outputs.Add))
+                {
+                    proto.Graph.Output.Add(new ValueInfoProto { Name = value });
+                }
+
+                _prefix = ModelEvaluator.OpenSession(proto.ToByteArray(), _options, _modelPath);
+            }
+
+            return _prefix;
+        }
+    }
+
+    private static TypeProto? TypeOf(NodeMetadata metadata) =>
+        metadata.IsTensor && metadata.ElementDataType is TensorElementType.Float or TensorElementType.Double or TensorElementType.Int64
+            or TensorElementType.Int32 or TensorElementType.Bool or TensorElementType.UInt8 or TensorElementType.Int8
+            ? new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)metadata.ElementDataType } }
+            : null;
+
+    // A copy of a result in managed memory, as an input value that stays valid after the result is disposed.
+    private static (OrtValue Value, long Bytes) Keep(OrtValue value)
+    {
+        var info = value.GetTensorTypeAndShape();
+        var shape = info.Shape;
+        return info.ElementDataType switch
+        {
+            TensorElementType.Float => Kept(value.GetTensorDataAsSpan<float>().ToArray(), shape),
+            TensorElementType.Double => Kept(value.GetTensorDataAsSpan<double>().ToArray(), shape),
+            TensorElementType.Int64 => Kept(value.GetTensorDataAsSpan<long>().ToArray(), shape),
+            TensorElementType.Int32 => Kept(value.GetTensorDataAsSpan<int>().ToArray(), shape),
+            TensorElementType.Bool => Kept(value.GetTensorDataAsSpan<bool>().ToArray(), shape),
+            TensorElementType.UInt8 => Kept(value.GetTensorDataAsSpan<byte>().ToArray(), shape),
+            TensorElementType.Int8 => Kept(value.GetTensorDataAsSpan<sbyte>().ToArray(), shape),
+            var other => throw new InvalidOperationException($"Frontier value of type {other} was not typed as a part input."),
+        };
+    }
+
+    private static unsafe (OrtValue, long) Kept<T>(T[] data, long[] shape)
+        where T : unmanaged => (OrtValue.CreateTensorValueFromMemory(data, shape), (long)data.Length * sizeof(T));
+
+    /// <summary>
     /// Moves a float weight held in a <c>Constant</c> node (as paddle2onnx and older exporters write them) into an
     /// initializer of the same name, which every consumer reads alike and a candidate can override; null when the
     /// graph holds no such node.
@@ -224,6 +376,7 @@ internal sealed class MeasuredLoss : IDisposable
 
     public void Dispose()
     {
+        _prefix?.Dispose();
         _session.Dispose();
         _options.Dispose();
         _runs.Dispose();
@@ -391,5 +544,54 @@ internal sealed class MeasuredLoss : IDisposable
         }
 
         return result;
+    }
+}
+
+/// <summary>
+/// Measures one tensor's candidates, one after another (see <see cref="MeasuredLoss.Probe"/>): on the part of the
+/// graph the tensor reaches, fed its frontier computed once, or on the whole graph.
+/// </summary>
+internal sealed class CandidateProbe : ICandidateProbe
+{
+    private readonly MeasuredLoss _owner;
+    private readonly string _name;
+    private readonly PartRun? _part;
+
+    internal CandidateProbe(MeasuredLoss owner, string name, PartRun? part)
+    {
+        _owner = owner;
+        _name = name;
+        _part = part;
+    }
+
+    /// <summary>Whether candidates run on the tensor's part of the graph rather than the whole of it.</summary>
+    public bool OnPart => _part is not null;
+
+    /// <summary>The loss with the tensor replaced by <paramref name="values"/>, minus the float model's.</summary>
+    public double Increase(float[] values) => _part is null ? _owner.Increase(_name, values) : _owner.Increase(_part, values);
+
+    public void Dispose() => _part?.Dispose();
+}
+
+/// <summary>A tensor's part of the graph, opened, with its frontier on every sample and its loss with the float weight.</summary>
+internal sealed class PartRun(AffectedGraph part, List<(string Name, OrtValue Value)[]> batches, int batchSize) : IDisposable
+{
+    public AffectedGraph Part { get; } = part;
+
+    public List<(string Name, OrtValue Value)[]> Batches { get; } = batches;
+
+    public int BatchSize { get; } = batchSize;
+
+    public InferenceSession? Session { get; set; }
+
+    public double Baseline { get; set; }
+
+    public void Dispose()
+    {
+        Session?.Dispose();
+        foreach (var (_, value) in Batches.SelectMany(b => b))
+        {
+            value.Dispose();
+        }
     }
 }

@@ -109,32 +109,69 @@ internal static class ModelEvaluator
     /// The session is only read, so threads may share it.
     /// </summary>
     internal static ModelOutputs Run(InferenceSession session, DataFile data, string output, string modelPath,
-        IReadOnlyList<(string Name, OrtValue Value)> extra, CancellationToken cancellation = default)
+        IReadOnlyList<(string Name, OrtValue Value)> extra, CancellationToken cancellation = default) =>
+        Run(session, data, output, modelPath, extra, session.InputNames, session.InputNames.Count, samples: null, batchSize: null, perBatch: null, cancellation);
+
+    /// <summary>
+    /// Runs an open session whose graph inputs are not all data: <paramref name="dataInputs"/> are fed from
+    /// <paramref name="data"/> (<paramref name="modelInputs"/>: how many the whole model has, for the one-input naming
+    /// rule), and each batch's other inputs come from <paramref name="perBatch"/> (batch index to values), in batches
+    /// of <paramref name="batchSize"/> (by default as <see cref="BatchFor"/> sizes them for the data inputs): the part
+    /// of a graph a weight reaches, fed its frontier in the batches <see cref="Batches"/> computed it in (<see cref="AffectedGraph"/>).
+    /// </summary>
+    internal static ModelOutputs Run(InferenceSession session, DataFile data, string output, string modelPath,
+        IReadOnlyList<(string Name, OrtValue Value)> extra, IReadOnlyList<string> dataInputs, int modelInputs, int? samples, int? batchSize,
+        Func<int, IReadOnlyList<(string Name, OrtValue Value)>>? perBatch, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(session);
         ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(extra);
-        var inputNames = session.InputNames;
-        var arrays = inputNames.Select(name => InputArray(data, name, inputNames.Count)).ToArray();
-        var samples = (int)arrays[0].Rows;
+        ArgumentNullException.ThrowIfNull(dataInputs);
+        var arrays = dataInputs.Select(name => InputArray(data, name, modelInputs)).ToArray();
+        var total = samples ?? (int)arrays[0].Rows;
+        if (arrays.Length == 0 && batchSize is null)
+        {
+            throw new ArgumentException("A run that reads no data input needs its batch size.", nameof(batchSize));
+        }
+
         var results = Array.Empty<float>();
         var filled = 0;
         var classes = 0;
         long[]? sampleShape = null;
-        RunBatches(session, arrays, samples, BatchFor(arrays), [output], modelPath, data.Path, (count, outputs) =>
+        RunBatches(session, arrays, total, batchSize ?? BatchFor(arrays), [output], modelPath, data.Path, (count, outputs) =>
         {
             var span = outputs[0].GetTensorDataAsSpan<float>();
             if (sampleShape is null)
             {
                 classes = span.Length / count;
                 sampleShape = outputs[0].GetTensorTypeAndShape().Shape.Skip(1).ToArray();
-                results = new float[(long)classes * samples];
+                results = new float[(long)classes * total];
             }
 
             span.CopyTo(results.AsSpan(filled));
             filled += span.Length;
-        }, cancellation, extra);
-        return new ModelOutputs(results, samples, classes, sampleShape);
+        }, cancellation, extra, dataNames: dataInputs, perBatch: perBatch);
+        return new ModelOutputs(results, total, classes, sampleShape);
+    }
+
+    /// <summary>
+    /// Runs an open session in the batches <see cref="Run(InferenceSession, DataFile, string, string, IReadOnlyList{ValueTuple{string, OrtValue}}, CancellationToken)"/>
+    /// uses, and hands <paramref name="onBatch"/> each batch's index, sample count and values of <paramref name="outputs"/>
+    /// (disposed after the call): the frontier a weight's part of the graph reads, computed once.
+    /// </summary>
+    /// <returns>The batch size.</returns>
+    internal static int Batches(InferenceSession session, DataFile data, IReadOnlyList<string> outputs, string modelPath,
+        Action<int, int, IDisposableReadOnlyCollection<OrtValue>> onBatch, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(onBatch);
+        var inputNames = session.InputNames;
+        var arrays = inputNames.Select(name => InputArray(data, name, inputNames.Count)).ToArray();
+        var index = 0;
+        var batchSize = BatchFor(arrays);
+        RunBatches(session, arrays, (int)arrays[0].Rows, batchSize, outputs, modelPath, data.Path, (count, results) => onBatch(index++, count, results), cancellation);
+        return batchSize;
     }
 
     /// <summary>Opens a session (errors as QT1206, naming the model).</summary>
@@ -256,15 +293,18 @@ internal static class ModelEvaluator
     /// </summary>
     private static void RunBatches(InferenceSession session, NpyArray[] arrays, int samples, int batchSize, IReadOnlyList<string> outputs,
         string modelPath, string dataPath, Action<int, IDisposableReadOnlyCollection<OrtValue>> onBatch, CancellationToken cancellation,
-        IReadOnlyList<(string Name, OrtValue Value)>? extra = null, int first = 0)
+        IReadOnlyList<(string Name, OrtValue Value)>? extra = null, int first = 0, IReadOnlyList<string>? dataNames = null,
+        Func<int, IReadOnlyList<(string Name, OrtValue Value)>>? perBatch = null)
     {
-        var names = extra is null ? session.InputNames : [.. session.InputNames, .. extra.Select(e => e.Name)];
+        List<string> names = [.. dataNames ?? session.InputNames, .. extra?.Select(e => e.Name) ?? []];
         using var runOptions = new RunOptions();
-        for (var start = first; start < samples; start += batchSize)
+        var batch = 0;
+        for (var start = first; start < samples; start += batchSize, batch++)
         {
             cancellation.ThrowIfCancellationRequested();
             var count = Math.Min(batchSize, samples - start);
             var values = new List<OrtValue>();
+            var fed = perBatch?.Invoke(batch) ?? [];
             try
             {
                 foreach (var array in arrays)
@@ -275,7 +315,8 @@ internal static class ModelEvaluator
                     values.Add(OrtValue.CreateTensorValueFromMemory(array.Floats!.AsSpan(start * perSample, count * perSample).ToArray(), shape));
                 }
 
-                using var results = RunSession(session, runOptions, names, extra is null ? values : [.. values, .. extra.Select(e => e.Value)], outputs, modelPath, dataPath);
+                using var results = RunSession(session, runOptions, [.. names, .. fed.Select(f => f.Name)],
+                    [.. values, .. extra?.Select(e => e.Value) ?? [], .. fed.Select(f => f.Value)], outputs, modelPath, dataPath);
                 onBatch(count, results);
             }
             finally

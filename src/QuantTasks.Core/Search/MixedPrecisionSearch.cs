@@ -1,6 +1,7 @@
 using QuantTasks.Blob;
 using QuantTasks.Compensation;
 using QuantTasks.Diagnostics;
+using QuantTasks.Evaluation;
 using QuantTasks.Policy;
 using QuantTasks.Quantization;
 using QuantTasks.Weights;
@@ -78,11 +79,11 @@ internal sealed record SearchOutcome(IReadOnlyList<TensorDecision> Tensors, long
 /// <param name="Pruning">Sparsity and its scope.</param>
 /// <param name="Entropy">Whether the blob entropy-codes symbols (sizes depend on it).</param>
 /// <param name="Sensitivities">Per tensor name; null or missing entries mean sensitivity 1 and no diagonal.</param>
-/// <param name="MeasureLoss">For <see cref="OmegaKind.Measured"/> and <see cref="OmegaKind.CalibratedOutputError"/>: the loss increase with one tensor (by name) replaced by the given values.</param>
+/// <param name="MeasureLoss">For <see cref="OmegaKind.Measured"/> and <see cref="OmegaKind.CalibratedOutputError"/>: the loss increase with one tensor replaced by a candidate, by ONNX Runtime.</param>
 /// <param name="LayerHessians">For compensated rounding: the layer Hessian per tensor name (tensors without one are rounded plainly).</param>
 /// <param name="Compensation">The settings of compensated rounding, or null for none.</param>
 internal sealed record SearchInputs(QuantizationOptions Quantization, PruningOptions Pruning, bool Entropy, IReadOnlyDictionary<string, TensorSensitivityInput>? Sensitivities,
-    Func<string, float[], double>? MeasureLoss = null, IReadOnlyDictionary<string, LayerHessian>? LayerHessians = null, CompensationOptions? Compensation = null);
+    ILossMeasurement? MeasureLoss = null, IReadOnlyDictionary<string, LayerHessian>? LayerHessians = null, CompensationOptions? Compensation = null);
 
 /// <summary>
 /// HAWQ's mixed-precision search with exact sizes (Choi et al.): every tensor is quantized at every candidate
@@ -192,6 +193,8 @@ internal static class MixedPrecisionSearch
                 var calibrated = options.Omega == OmegaKind.CalibratedOutputError;
                 var reference = calibrated ? Enumerable.Range(0, plan.Variants).MinBy(v => (Math.Abs(plan.Variant(v).Bits - CalibrationBits), v)) : -1;
                 float[]? referenceValues = null;
+                // measured: every candidate of this tensor on the part of the graph it reaches, its inputs computed once.
+                using var probe = options.Omega == OmegaKind.Measured ? inputs.MeasureLoss!.Probe(plan.Weight.Name, sparsityCount * plan.Variants) : null;
                 candidates[t] = Enumerable.Range(0, sparsityCount).SelectMany(s =>
                 {
                     var mask = MaskFor(t, s);
@@ -214,8 +217,8 @@ internal static class MixedPrecisionSearch
                             referenceValues = dequantized;
                         }
 
-                        var omega = options.Omega == OmegaKind.Measured
-                            ? Math.Max(0, inputs.MeasureLoss!(plan.Weight.Name, dequantized!))
+                        var omega = probe is not null
+                            ? Math.Max(0, probe.Increase(dequantized!))
                             : layer is not null
                             ? layer.OutputError(values[t], dequantized!) * scale
                             : importance is null
@@ -227,7 +230,7 @@ internal static class MixedPrecisionSearch
                 CompensationOf(t)?.Hessian.ReleaseFactors();
                 if (calibrated)
                 {
-                    var measured = Math.Max(0, inputs.MeasureLoss!(plan.Weight.Name, referenceValues!));
+                    var measured = Math.Max(0, inputs.MeasureLoss!.Increase(plan.Weight.Name, referenceValues!));
                     var outputError = candidates[t][reference].Omega;
                     var toLoss = outputError > 0 ? measured / outputError : 0;
                     candidates[t] = candidates[t].Select(c => c with { Omega = c.Omega * toLoss }).ToArray();

@@ -80,6 +80,69 @@ public sealed class MeasuredLossTests
         Assert.Equal(s_weights.Length, shared.Throughput.Candidates);
     }
 
+    /// <summary>
+    /// A probe that runs only the part of the graph its tensor reaches, fed the frontier computed once, against the
+    /// whole graph: LeNet-5 (a chain), its Constant-node export (promoted weights), the BatchNorm-folded ResNet (skip
+    /// connections in the frontier) and PP-OCRv4's recognizer (shape arithmetic: int64 values in the frontier).
+    /// Fused differently, the part's float32 sums may round differently: increases agree to 1e-4 of their size.
+    /// </summary>
+    [Theory]
+    [InlineData("lenet5.onnx", "digits")]
+    [InlineData("lenet5-constants.onnx", "digits")]
+    [InlineData("resnet-bn.onnx", "digits")]
+    [InlineData("ppocr/ch_PP-OCRv4_rec_infer.onnx", "lines")]
+    public void A_candidate_measured_on_its_tensor_s_part_of_the_graph_measures_what_the_whole_graph_measures(string file, string data)
+    {
+        var model = OnnxModel.Load(Fixtures.Model(file));
+        var samples = data == "digits" ? _data : RandomLines(Path.Combine(Path.GetTempPath(), "quanttasks-tests", $"lines-{Guid.NewGuid():N}"));
+        var weights = model.Graph.Node.Where(n => n.OpType is "Conv" or "Gemm" or "MatMul" && n.Input.Count > 1)
+            .Select(n => n.Input[1]).Where(w => model.FindTensor(w) is { Dims.Count: > 1 }).ToArray();
+        using var measured = new MeasuredLoss(model, samples, null, weights,
+            data == "digits" ? null : new OutputLoss(OutputComparison.Probabilities, -1));
+        var random = new Random(7);
+        var onPart = 0;
+        foreach (var name in weights.Where((_, i) => data == "digits" || i % 7 == 3))
+        {
+            var original = model.ReadFloats(model.FindTensor(name)!);
+            var values = original.Select(v => v * (float)(1 + (0.2 * (random.NextDouble() - 0.5)))).ToArray();
+            using var probe = measured.Probe(name, runs: 100);
+            onPart += probe is CandidateProbe { OnPart: true } ? 1 : 0;
+
+            var expected = measured.Increase(name, values);
+            var actual = probe.Increase(values);
+
+            Assert.True(Math.Abs(expected) > 1e-4, $"{name}: {expected}");
+            Assert.True(Math.Abs(actual - expected) <= (1e-4 * Math.Abs(expected)) + 1e-7, $"{name}: {actual} on the part against {expected}");
+            Assert.True(Math.Abs(probe.Increase(original)) <= (1e-4 * Math.Abs(expected)) + 1e-7, $"{name}: its own values");
+        }
+
+        // Every tensor but one that reads the data itself runs on its part.
+        Assert.True(onPart >= 2, $"{onPart} probes ran on a part");
+    }
+
+    [Fact]
+    public void A_frontier_larger_than_the_probe_may_hold_falls_back_to_the_whole_graph()
+    {
+        using var measured = new MeasuredLoss(_model, _data, null, s_weights) { MaxFrontierBytes = 1024 };
+        var fc1 = _model.ReadFloats(_model.FindTensor("fc1.weight")!).Select(v => v * 0.9f).ToArray();
+
+        using var probe = measured.Probe("fc1.weight", runs: 100);
+
+        Assert.False(Assert.IsType<CandidateProbe>(probe).OnPart);
+        Assert.Equal(measured.Increase("fc1.weight", fc1), probe.Increase(fc1), 12);
+    }
+
+    // Two recognizer-shaped lines of seeded noise (3 x 48 x 320): only the graph's arithmetic is compared.
+    private static DataFile RandomLines(string folder)
+    {
+        Directory.CreateDirectory(folder);
+        var random = new Random(1);
+        var values = Enumerable.Range(0, 2 * 3 * 48 * 320).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+        var path = Path.Combine(folder, "lines.npz");
+        NpzWriter.Write(path, ("x", NpzWriter.Floats([2, 3, 48, 320], values)));
+        return DataFile.Load(path);
+    }
+
     [Theory]
     [InlineData(new long[] { 512, 1, 28, 28 }, 256)]
     [InlineData(new long[] { 128, 3, 224, 224 }, 6)]

@@ -1,4 +1,5 @@
 using QuantTasks.Diagnostics;
+using QuantTasks.Evaluation;
 using QuantTasks.Onnx;
 using QuantTasks.Policy;
 using QuantTasks.Search;
@@ -195,8 +196,8 @@ public sealed class MixedPrecisionSearchTests
 
         var measured = new System.Collections.Concurrent.ConcurrentBag<string>();
         var loss = Loss("fc1.weight", measured.Add);
-        var weighted = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, null, loss));
-        var even = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, null, Loss("none", _ => { })));
+        var weighted = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, null, new LossFunction(loss)));
+        var even = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, null, new LossFunction(Loss("none", _ => { }))));
 
         var quantized = weighted.Tensors.Where(t => t.Bits is not null).ToList();
         Assert.Equal(quantized.Select(t => t.Weight.Name).Order(), measured.Order());

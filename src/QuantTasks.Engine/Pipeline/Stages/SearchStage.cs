@@ -23,7 +23,7 @@ internal sealed class SearchStage : PipelineStage
         try
         {
             job.Search = MixedPrecisionSearch.Choose(job.Plans, job.Values,
-                new SearchInputs(policy.Quantization, policy.Pruning, policy.Encoding.Entropy == EntropyCoding.Huffman, job.Sensitivities, measured is null ? null : measured.Increase,
+                new SearchInputs(policy.Quantization, policy.Pruning, policy.Encoding.Entropy == EntropyCoding.Huffman, job.Sensitivities, measured,
                     job.LayerHessians, policy.Quantization.Compensation == CompensationKind.Gptq ? ActivationsStage.Options(policy.Quantization.Gptq) : null),
                 context.Progress, cancellation: context.Cancellation);
             if (measured is not null)
