@@ -122,9 +122,9 @@ public sealed class QuantCompress : ToolTask
             Error("QT1001", "QuantCacheUrl must be an absolute http:// or https:// URL without credentials (a token goes in QUANTTASKS_CACHE_TOKEN).");
         }
 
-        if (!string.IsNullOrEmpty(CacheTimeout) && !(double.TryParse(CacheTimeout, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var seconds) && seconds > 0))
+        if (!string.IsNullOrEmpty(CacheTimeout) && !(double.TryParse(CacheTimeout, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var seconds) && seconds > 0 && seconds <= 3600))
         {
-            Error("QT1001", "QuantCacheTimeout '{0}' is not a positive number of seconds.", CacheTimeout);
+            Error("QT1001", "QuantCacheTimeout '{0}' is not a number of seconds from above 0 to 3600.", CacheTimeout);
         }
 
         if (!string.IsNullOrEmpty(CacheDirectory) && File.Exists(CacheDirectory.TrimEnd('/', '\\')))

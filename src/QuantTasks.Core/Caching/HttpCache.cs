@@ -18,14 +18,24 @@ internal sealed record RemoteCacheOptions(Uri Url, bool Write = true, TimeSpan? 
     /// <summary>The timeout in force.</summary>
     public TimeSpan EffectiveTimeout => Timeout ?? TimeSpan.FromSeconds(30);
 
+    /// <summary>The longest timeout accepted: an hour (a request that slow has long made the cache useless).</summary>
+    public const double MaxTimeoutSeconds = 3600;
+
     /// <summary>
     /// The options the environment and command line give: <paramref name="url"/> (else <c>QUANTTASKS_CACHE_URL</c>),
     /// read-only when asked (or <c>QUANTTASKS_CACHE_READ_ONLY</c> is 1/true), the token from
     /// <c>QUANTTASKS_CACHE_TOKEN</c> only. Null when no URL is set.
     /// </summary>
-    /// <exception cref="QuantException"><see cref="ErrorCode.Usage"/> for a URL that is not absolute http(s).</exception>
+    /// <exception cref="QuantException"><see cref="ErrorCode.Usage"/> for a URL that is not absolute http(s), or a timeout outside (0, 1 hour].</exception>
     public static RemoteCacheOptions? From(string? url, bool readOnly, double? timeoutSeconds)
     {
+        // Checked even without a URL: a typo in a CI script should fail where it is written, not when a cache is added.
+        if (timeoutSeconds is { } seconds && !(seconds > 0 && seconds <= MaxTimeoutSeconds))
+        {
+            throw new QuantException(ErrorCode.Usage, string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"--cache-timeout {seconds} is not a number of seconds from above 0 to {MaxTimeoutSeconds}; omit it for the default (30)."));
+        }
+
         url = string.IsNullOrWhiteSpace(url) ? Environment.GetEnvironmentVariable(HttpCache.UrlVariable) : url;
         if (string.IsNullOrWhiteSpace(url))
         {
@@ -46,7 +56,7 @@ internal sealed record RemoteCacheOptions(Uri Url, bool Write = true, TimeSpan? 
         var readOnlyVariable = Environment.GetEnvironmentVariable(HttpCache.ReadOnlyVariable);
         readOnly |= readOnlyVariable is "1" || string.Equals(readOnlyVariable, "true", StringComparison.OrdinalIgnoreCase);
         var token = Environment.GetEnvironmentVariable(HttpCache.TokenVariable);
-        return new RemoteCacheOptions(uri, !readOnly, timeoutSeconds is > 0 ? TimeSpan.FromSeconds(timeoutSeconds.Value) : null,
+        return new RemoteCacheOptions(uri, !readOnly, timeoutSeconds is { } timeout ? TimeSpan.FromSeconds(timeout) : null,
             string.IsNullOrWhiteSpace(token) ? null : token.Trim());
     }
 }

@@ -153,6 +153,24 @@ public sealed class HttpCacheTests
         Assert.DoesNotContain("pa55word", error.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(-5.0)]
+    [InlineData(double.NaN)]
+    [InlineData(double.PositiveInfinity)]
+    [InlineData(3601.0)]
+    public void A_timeout_that_is_not_a_sensible_number_of_seconds_is_a_usage_error_even_without_a_cache(double seconds)
+    {
+        // Before, 0 and negative values silently meant the default and nothing was checked without a URL.
+        var withUrl = Assert.Throws<QuantException>(() => RemoteCacheOptions.From("http://cache.example/", readOnly: false, timeoutSeconds: seconds));
+        var without = Assert.Throws<QuantException>(() => RemoteCacheOptions.From("", readOnly: false, timeoutSeconds: seconds));
+
+        Assert.Equal(ErrorCode.Usage, withUrl.Code);
+        Assert.Equal(ErrorCode.Usage, without.Code);
+        Assert.Contains("--cache-timeout", withUrl.Message, StringComparison.Ordinal);
+        Assert.Equal(TimeSpan.FromSeconds(0.5), RemoteCacheOptions.From("http://cache.example/", readOnly: false, timeoutSeconds: 0.5)!.EffectiveTimeout);
+    }
+
     private static HttpResponseMessage Answer(HttpStatusCode status, byte[]? body = null) =>
         new(status) { Content = new ByteArrayContent(body ?? []) };
 
