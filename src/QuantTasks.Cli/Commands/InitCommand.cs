@@ -57,7 +57,7 @@ internal static class InitCommand
             console.WriteLine($"Wrote {parse.GetValue(output)} for {modelPath} ({weights.Count} quantizable tensors, {weights.Sum(w => w.Params):N0} parameters) and quant.schema.json.");
             if (calibrationPath is null)
             {
-                console.WriteLine("Without data.calibration the policy rounds each tensor on its own (omega: sensitivity, compensation: none); name a calibration .npz and set omega: output-error and compensation: gptq, the defaults that measured best.");
+                console.WriteLine("Without data.calibration the policy rounds each tensor on its own (omega: sensitivity, compensation: none); name a calibration .npz and set omega: calibrated-output-error and compensation: gptq, the defaults that measured best.");
             }
 
             return 0;

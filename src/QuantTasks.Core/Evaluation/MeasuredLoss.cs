@@ -86,7 +86,11 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
     /// <param name="output">The output compared, or null for the first.</param>
     /// <param name="weights">The tensors whose candidates will be measured (the others keep their values).</param>
     /// <param name="form">How the output is compared; null: class logits along its last axis.</param>
-    public MeasuredLoss(OnnxModel model, DataFile data, string? output, IEnumerable<string> weights, OutputLoss? form = null)
+    /// <param name="labels">
+    /// Whether labels, when the samples have them, make the loss cross-entropy against them; false: always the
+    /// divergence from the float model's outputs, which a small change can only raise.
+    /// </param>
+    public MeasuredLoss(OnnxModel model, DataFile data, string? output, IEnumerable<string> weights, OutputLoss? form = null, bool labels = true)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(data);
@@ -98,7 +102,7 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
         _data = data;
         _output = output;
         _modelPath = model.Path;
-        _labels = data.Labels();
+        _labels = labels ? data.Labels() : null;
 
         var shared = _model.Clone();
         var inputs = shared.Graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
@@ -130,7 +134,10 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
         _outputName = output ?? _session.OutputNames[0];
         _dataInputs = _session.InputNames.Count;
         _reference = ModelEvaluator.Run(_session, data, _outputName, model.Path, []);
-        InputChecks.RequireLabelsInRange(data, _reference.Classes);
+        if (_labels is not null)
+        {
+            InputChecks.RequireLabelsInRange(data, _reference.Classes);
+        }
         _floatProbabilities = _form.Comparison == OutputComparison.Logits && (_reference.SampleShape?.Length ?? 1) == 1 ? Softmax(_reference) : [];
         _floatLoss = Loss(_reference);
     }

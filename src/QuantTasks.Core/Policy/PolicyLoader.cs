@@ -143,7 +143,7 @@ internal static class PolicyLoader
     /// <summary>
     /// Defaults that depend on the rest of the policy, filled in before binding (only where the policy is silent):
     /// <list type="bullet">
-    /// <item>The default Omega (output-error) and compensation (gptq) measure each layer's inputs on
+    /// <item>The default Omega (calibrated-output-error) and compensation (gptq) measure each layer's inputs on
     /// data.calibration; without calibration data the policy gets the ones that need none (omega: sensitivity,
     /// compensation: none), so it runs as written rather than failing on a default.</item>
     /// <item>The Hessian analysis is off by default, and turns on (trace) when calibration data is given and

@@ -60,8 +60,8 @@ internal static class PolicyTemplate
         Line("  #     bits: 8");
         Line("  search: dp                         # dp (exact) | greedy (HAWQ-V1 order)");
         Line(calibration is null
-            ? "  omega: sensitivity                 # output-error (layer outputs, label-free; needs data.calibration) | sensitivity x squared error (HAWQ) | hessian-diagonal | measured (loss increase) | relative-output-error | calibrated-output-error"
-            : "  omega: output-error                # output-error (layer outputs, label-free) | sensitivity x squared error (HAWQ) | hessian-diagonal | measured (loss increase) | relative-output-error | calibrated-output-error");
+            ? "  omega: sensitivity                 # calibrated-output-error (layer outputs in the loss's units, label-free; needs data.calibration) | output-error | sensitivity x squared error (HAWQ) | hessian-diagonal | measured (loss increase) | relative-output-error"
+            : "  omega: calibrated-output-error     # calibrated-output-error (layer outputs in the loss's units, label-free) | output-error | sensitivity x squared error (HAWQ) | hessian-diagonal | measured (loss increase) | relative-output-error");
         Line(calibration is null
             ? "  compensation: none                 # gptq (second-order compensated rounding, label-free; needs data.calibration) | none"
             : "  compensation: gptq                 # gptq (second-order compensated rounding, label-free) | none");

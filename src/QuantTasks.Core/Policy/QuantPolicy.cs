@@ -230,10 +230,10 @@ internal sealed class QuantizationOptions
     public SearchAlgorithm Search { get; init; } = SearchAlgorithm.Dp;
 
     /// <summary>
-    /// What the search minimises for each tensor. Default: <see cref="OmegaKind.OutputError"/> with calibration
-    /// data; without it, <see cref="OmegaKind.Sensitivity"/> (the loader fills that in).
+    /// What the search minimises for each tensor. Default: <see cref="OmegaKind.CalibratedOutputError"/> with
+    /// calibration data; without it, <see cref="OmegaKind.Sensitivity"/> (the loader fills that in).
     /// </summary>
-    public OmegaKind Omega { get; init; } = OmegaKind.OutputError;
+    public OmegaKind Omega { get; init; } = OmegaKind.CalibratedOutputError;
 
     /// <summary>Settings of the ecsq method.</summary>
     public EcsqOptions Ecsq { get; init; } = new();

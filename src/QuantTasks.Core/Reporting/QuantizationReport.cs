@@ -60,7 +60,10 @@ internal sealed record TrainingReport(string Loss, string? Metric, int TrainingS
 
 /// <summary>The joint check: the loss the search assumed against the loss measured with every tensor quantized.</summary>
 /// <param name="Samples">Calibration samples of the forward passes.</param>
-/// <param name="AssumedLoss">The sum of each chosen tensor's own loss increase, measured alone.</param>
+/// <param name="AssumedLoss">
+/// The sum of each chosen tensor's own loss increase: measured alone, or the search's Omega where that is the loss
+/// (<c>omega: measured</c>) or estimates it in the check's units (<c>calibrated-output-error</c>: the divergence from the float model).
+/// </param>
 /// <param name="MeasuredLoss">The search's result's loss increase, every tensor quantized at once.</param>
 /// <param name="FinalLoss">The loss increase of what was kept (the measured one when nothing moved).</param>
 /// <param name="Rounds">Correction rounds run.</param>

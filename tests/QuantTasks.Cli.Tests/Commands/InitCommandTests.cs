@@ -38,7 +38,7 @@ public sealed class InitCommandTests : IDisposable
 
         Assert.Equal(0, exit);
         Assert.Equal(SensitivityMethod.None, policy.Sensitivity.Method);
-        Assert.Equal(OmegaKind.OutputError, policy.Quantization.Omega);
+        Assert.Equal(OmegaKind.CalibratedOutputError, policy.Quantization.Omega);
         Assert.Equal(CompensationKind.Gptq, policy.Quantization.Compensation);
         Assert.Equal("data/calib.npz", policy.Data.Calibration);
     }

@@ -121,6 +121,25 @@ public sealed class MeasuredLossTests
     }
 
     [Fact]
+    public void Told_to_ignore_labels_the_loss_is_the_divergence_from_the_float_model_as_on_samples_without_them()
+    {
+        // calibrated-output-error measures so: cross-entropy against labels can fall when a tensor is rounded.
+        var input = _data.Get("input");
+        var folder = Path.Combine(Path.GetTempPath(), "quanttasks-tests", $"unlabelled-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(folder);
+        NpzWriter.Write(Path.Combine(folder, "x.npz"), ("input", NpzWriter.Floats([.. input.Shape], input.Floats!)));
+        using var unlabelled = new MeasuredLoss(_model, DataFile.Load(Path.Combine(folder, "x.npz")), null, s_weights);
+        using var ignoring = new MeasuredLoss(_model, _data, null, s_weights, labels: false);
+        using var labelled = new MeasuredLoss(_model, _data, null, s_weights);
+        var random = new Random(2);
+        var fc2 = _model.ReadFloats(_model.FindTensor("fc2.weight")!).Select(v => v + (float)(0.05 * (random.NextDouble() - 0.5))).ToArray();
+
+        Assert.Null(ignoring.Labels);
+        Assert.Equal(unlabelled.Increase("fc2.weight", fc2), ignoring.Increase("fc2.weight", fc2), 12);
+        Assert.NotEqual(labelled.Increase("fc2.weight", fc2), ignoring.Increase("fc2.weight", fc2), 6);
+    }
+
+    [Fact]
     public void A_frontier_larger_than_the_probe_may_hold_falls_back_to_the_whole_graph()
     {
         using var measured = new MeasuredLoss(_model, _data, null, s_weights) { MaxFrontierBytes = 1024 };

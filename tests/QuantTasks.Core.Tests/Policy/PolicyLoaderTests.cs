@@ -55,7 +55,7 @@ public sealed class PolicyLoaderTests : IDisposable
         Assert.Equal(1.0, policy.Accuracy.MaxDrop);
         // Left out, so defaults (the analysis on, since hessian-kmeans uses it; omega and compensation as with calibration data):
         Assert.Equal(SensitivityMethod.Trace, policy.Sensitivity.Method);
-        Assert.Equal(OmegaKind.OutputError, policy.Quantization.Omega);
+        Assert.Equal(OmegaKind.CalibratedOutputError, policy.Quantization.Omega);
         Assert.Equal(CompensationKind.Gptq, policy.Quantization.Compensation);
         Assert.Equal(512, policy.Sensitivity.Samples);
         Assert.Equal(Granularity.Auto, policy.Quantization.Granularity);

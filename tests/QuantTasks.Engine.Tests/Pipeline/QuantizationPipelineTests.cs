@@ -289,6 +289,7 @@ public sealed class QuantizationPipelineTests : IDisposable
                   evaluation: test.npz
                 quantization:
                   granularity: per-channel
+                  omega: output-error
                   gptq:
                     samples: 128
                   budget:
@@ -315,6 +316,36 @@ public sealed class QuantizationPipelineTests : IDisposable
         Assert.Contains("Joint check on 128 calibration samples", File.ReadAllText(_folder.File("out/report.md")), StringComparison.Ordinal);
         using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(_folder.File("out/report.json")));
         Assert.True(json.RootElement.GetProperty("models")[0].GetProperty("joint_check").GetProperty("moved").GetArrayLength() > 0);
+    }
+
+    /// <summary>
+    /// With the default Omega, calibrated output errors, each chosen candidate's Omega is its own loss estimated in
+    /// the units of the check's measurement (the divergence from the float model, labels or not), so the check
+    /// measures the joint result alone: one forward pass where output-error needs one more per tensor.
+    /// </summary>
+    [Fact]
+    public void With_calibrated_output_errors_the_check_measures_the_joint_result_alone()
+    {
+        _folder.Copy(Fixtures.Model("lenet5.onnx"));
+        _folder.Copy(Fixtures.Data("digits-calibration.npz"), "calibration.npz");
+        File.WriteAllText(_folder.File("quant.yaml"), """
+            version: 1
+            models:
+              - path: lenet5.onnx
+                name: LeNet
+            data:
+              calibration: calibration.npz
+            quantization:
+              budget:
+                compression_ratio: 16
+            """);
+
+        var report = Assert.Single(new QuantizationPipeline().Run(PolicyLoader.Load(_folder.File("quant.yaml")), new PipelineOptions(_folder.File("out"), "Tests")).Models).Report;
+
+        var joint = report.JointCheck!;
+        Assert.Equal(1, joint.Passes);
+        Assert.Equal(128, joint.Samples);
+        Assert.True(joint.MeasuredLoss > 0 && joint.MeasuredLoss < 1.25 * joint.AssumedLoss, $"measured {joint.MeasuredLoss}, assumed {joint.AssumedLoss}");
     }
 
     [Fact]

@@ -32,8 +32,12 @@ internal sealed class JointCheckStage : PipelineStage
         }
 
         // With omega: measured the search's Omega is each tensor's loss increase alone on all calibration
-        // samples: measured on the same samples, it is the assumed loss with no pass per tensor.
-        var omegaIsLoss = quantization.Omega == OmegaKind.Measured;
+        // samples: measured on the same samples, it is the assumed loss with no pass per tensor. With
+        // calibrated-output-error it is each tensor's loss estimated in the units of one measurement per tensor
+        // (the mean divergence from the float model): measured the same way, on the check's own samples, the
+        // check compares the joint loss with the sum the search minimised, and a pass per tensor is saved.
+        var omegaIsLoss = quantization.Omega is OmegaKind.Measured or OmegaKind.CalibratedOutputError;
+        var calibrated = quantization.Omega == OmegaKind.CalibratedOutputError;
         var needed = (omegaIsLoss ? 0 : quantized.Length) + 1;
         if (needed > settings.MaxPasses)
         {
@@ -42,9 +46,9 @@ internal sealed class JointCheckStage : PipelineStage
             return;
         }
 
-        var samples = omegaIsLoss ? calibration : calibration.Take(settings.Samples);
+        var samples = omegaIsLoss && !calibrated ? calibration : calibration.Take(settings.Samples);
         var form = EvaluateStage.Form(job).MeasuredOn(job.Model.Graph);
-        using var measured = new MeasuredLoss(job.Model, samples, job.Options.Output, quantized, form);
+        using var measured = new MeasuredLoss(job.Model, samples, job.Options.Output, quantized, form, labels: !calibrated);
         var names = job.Weights.Select(w => w.Name).ToArray();
         (string, float[])[] Named(IReadOnlyList<(int Tensor, float[] Values)> replaced) => replaced.Select(r => (names[r.Tensor], r.Values)).ToArray();
 
