@@ -113,7 +113,7 @@ internal enum DeviceKind
 internal sealed class SensitivityOptions
 {
     /// <summary>
-    /// Default: <see cref="SensitivityMethod.None"/>: the default Omega (output-error) and compensation need no
+    /// Default: <see cref="SensitivityMethod.None"/>: the default Omega (calibrated-output-error) and compensation need no
     /// analysis, and they won on every fixture (docs/policy.md, "The defaults").
     /// </summary>
     public SensitivityMethod Method { get; init; } = SensitivityMethod.None;

@@ -60,12 +60,18 @@ internal static class JointCheck
     /// <param name="settings">The quantizers' settings, to quantize a new choice as the search did.</param>
     /// <param name="loss">The loss increase over the float model with the given tensors (by catalog index) replaced by the given values, the others float.</param>
     /// <param name="omegaIsLoss">Whether the search's Omega is already that loss increase, measured alone (omega: measured), which saves measuring each tensor alone.</param>
+    /// <param name="measureAloneToCorrect">
+    /// With <paramref name="omegaIsLoss"/>: the Omega only estimates each tensor's own loss (calibrated output errors),
+    /// good enough to judge the sum but not to pick the tensors to correct, so once a correction is needed each
+    /// tensor is measured alone after all (when max_passes leaves room for it).
+    /// </param>
     /// <param name="options">Margin and rounds.</param>
     /// <param name="gateFails">Whether the accuracy gate would fail with the given tensors replaced (the others float), or null without a gate.</param>
     /// <param name="cancellation">Stops between forward passes.</param>
     public static JointCheckOutcome Run(SearchResult search, IReadOnlyList<float[]> values, StoredTensor[] stored, QuantizerSettings settings,
         Func<IReadOnlyList<(int Tensor, float[] Values)>, double> loss, bool omegaIsLoss, JointCheckOptions options,
-        Func<IReadOnlyList<(int Tensor, float[] Values)>, bool>? gateFails = null, CancellationToken cancellation = default)
+        Func<IReadOnlyList<(int Tensor, float[] Values)>, bool>? gateFails = null, bool measureAloneToCorrect = false,
+        CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(search);
         ArgumentNullException.ThrowIfNull(values);
@@ -103,6 +109,14 @@ internal static class JointCheck
         string? trigger = joint > (1 + options.Margin) * assumed + JointCheckOptions.AbsoluteTolerance ? "margin"
             : quantized.Length > 0 && space is not null && gateFails is not null && gateFails(All()) ? "gate"
             : null;
+        if (trigger is not null && omegaIsLoss && measureAloneToCorrect && space is not null
+            && passes + quantized.Length + quantized.Min(t => space.Candidates(t).Count) + 1 <= options.MaxPasses)
+        {
+            Parallel.ForEach(quantized, new ParallelOptions { CancellationToken = cancellation }, t =>
+                alone[t] = Math.Max(0, Measure([(t, dequantized[t]!)])));
+            omegaIsLoss = false;
+        }
+
         while (trigger is not null && space is not null && rounds < options.Rounds)
         {
             // A round takes one tensor's candidates at least and the trial, and a pass per tensor left out when

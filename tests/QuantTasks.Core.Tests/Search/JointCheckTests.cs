@@ -18,6 +18,7 @@ public sealed class JointCheckTests
     private readonly float[][] _values;
     private readonly QuantizationOptions _options = new()
     {
+        Omega = OmegaKind.Sensitivity, // the plain search: sensitivity (1 here) x squared error
         Method = QuantizationMethods.Uniform,
         Granularity = Granularity.PerTensor,
         Bits = [2, 3, 4, 5, 6],
@@ -82,6 +83,43 @@ public sealed class JointCheckTests
 
         Assert.Equal(1, outcome.Report.Passes);
         Assert.Equal(search.Tensors.Sum(c => c.Omega), outcome.Report.Assumed, 9);
+    }
+
+    [Fact]
+    public void An_omega_that_only_estimates_the_loss_saves_the_passes_alone_until_a_correction_needs_them()
+    {
+        // Calibrated output errors: the Omega stands for each tensor's own loss while the sum holds (one pass);
+        // once the gate calls for a correction, each tensor is measured alone to pick the ones to correct.
+        var fc2 = Index("fc2.weight");
+        double Loss(IReadOnlyList<(int Tensor, float[] Values)> replaced) =>
+            replaced.Sum(r => (r.Tensor == fc2 ? 50 : 1) * Error(r.Tensor, r.Values));
+        var (search, stored) = Search();
+        var settings = QuantizerSettings.From(_options);
+        var quantized = search.Tensors.Count(c => c.Bits is not null);
+        var measuredAlone = 0;
+        double Counting(IReadOnlyList<(int Tensor, float[] Values)> replaced)
+        {
+            if (replaced.Count == 1 && quantized > 1)
+            {
+                Interlocked.Increment(ref measuredAlone);
+            }
+
+            return Loss(replaced);
+        }
+
+        var passing = JointCheck.Run(search, _values, stored, settings, Counting, omegaIsLoss: true, new JointCheckOptions(100, 3),
+            gateFails: _ => false, measureAloneToCorrect: true);
+        Assert.Equal(1, passing.Report.Passes);
+        Assert.Equal(0, measuredAlone);
+
+        var initial = passing.Report.Measured;
+        var corrected = JointCheck.Run(search, _values, stored, settings, Counting, omegaIsLoss: true, new JointCheckOptions(100, 3),
+            gateFails: replaced => Loss(replaced) > 0.8 * initial, measureAloneToCorrect: true);
+        Assert.Equal("gate", corrected.Report.Trigger);
+        Assert.True(measuredAlone >= quantized, $"{measuredAlone} tensors measured alone of {quantized}");
+        Assert.Contains("fc2.weight", corrected.Report.Moved);
+        Assert.True(corrected.Report.Final <= 0.8 * initial, $"{corrected.Report.Final} against {initial}");
+        Assert.Equal(search.Tensors.Sum(c => c.Omega), corrected.Report.Assumed, 9);
     }
 
     [Fact]

@@ -30,6 +30,7 @@ public sealed class MixedPrecisionSearchTests
         var search = Enum.Parse<SearchAlgorithm>(searchName);
         var options = new QuantizationOptions
         {
+            Omega = OmegaKind.Sensitivity, // the plain search: sensitivity (1 here) x squared error
             Method = method,
             Search = search,
             Budget = new BudgetOptions { CompressionRatio = ratio },
@@ -46,7 +47,7 @@ public sealed class MixedPrecisionSearchTests
     [Fact]
     public void Sensitive_tensors_get_more_bits()
     {
-        var options = new QuantizationOptions { Method = QuantizationMethods.Kmeans, Budget = new BudgetOptions { AverageBits = 3 }, Granularity = Granularity.PerTensor };
+        var options = new QuantizationOptions { Omega = OmegaKind.Sensitivity, Method = QuantizationMethods.Kmeans, Budget = new BudgetOptions { AverageBits = 3 }, Granularity = Granularity.PerTensor };
         Dictionary<string, TensorSensitivityInput> Sensitivities(string favourite) =>
             _weights.ToDictionary(w => w.Name, w => new TensorSensitivityInput(w.Name == favourite ? 1000 : 1, null));
 
@@ -96,6 +97,7 @@ public sealed class MixedPrecisionSearchTests
     {
         var options = new QuantizationOptions
         {
+            Omega = OmegaKind.Sensitivity, // the plain search: sensitivity (1 here) x squared error
             Method = QuantizationMethods.Kmeans,
             Granularity = Granularity.PerTensor,
             Bits = [2, 3, 4],
@@ -121,6 +123,7 @@ public sealed class MixedPrecisionSearchTests
     {
         var options = new QuantizationOptions
         {
+            Omega = OmegaKind.Sensitivity, // the plain search: sensitivity (1 here) x squared error
             Budget = new BudgetOptions { CompressionRatio = 4 },
             KeepFloat = ["conv1.*"],
             Overrides = [new OverrideOptions { Match = "fc3.*", Bits = 8, Method = QuantizationMethods.Kmeans }],
@@ -140,7 +143,7 @@ public sealed class MixedPrecisionSearchTests
     [Fact]
     public void Global_pruning_takes_more_from_tensors_of_small_weights()
     {
-        var options = new QuantizationOptions { Budget = new BudgetOptions { CompressionRatio = 4 }, KeepFloat = [] };
+        var options = new QuantizationOptions { Omega = OmegaKind.Sensitivity, Budget = new BudgetOptions { CompressionRatio = 4 }, KeepFloat = [] };
         var result = MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions { Sparsity = 0.5, Scope = PruningScope.Global }, true, null));
         var total = result.Tensors.Sum(t => t.Sparsity * t.Weight.Params) / result.Tensors.Sum(t => t.Weight.Params);
         Assert.Equal(0.5, total, 3);
@@ -150,7 +153,7 @@ public sealed class MixedPrecisionSearchTests
     [Fact]
     public void Hessian_kmeans_without_a_diagonal_is_QT1602_naming_the_tensor()
     {
-        var options = new QuantizationOptions { Method = QuantizationMethods.HessianKmeans };
+        var options = new QuantizationOptions { Omega = OmegaKind.Sensitivity, Method = QuantizationMethods.HessianKmeans };
         var error = Assert.Throws<QuantException>(() => MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, null)));
         Assert.Equal(ErrorCode.QuantizerNeedsHessian, error.Code);
         Assert.Contains("conv1.weight", error.Message, StringComparison.Ordinal);
@@ -159,7 +162,7 @@ public sealed class MixedPrecisionSearchTests
     [Fact]
     public void An_unreachable_budget_is_QT1601()
     {
-        var options = new QuantizationOptions { Bits = [8], Budget = new BudgetOptions { CompressionRatio = 30 } };
+        var options = new QuantizationOptions { Omega = OmegaKind.Sensitivity, Bits = [8], Budget = new BudgetOptions { CompressionRatio = 30 } };
         var error = Assert.Throws<QuantException>(() => MixedPrecisionSearch.Run(_weights, _values, new SearchInputs(options, new PruningOptions(), true, null)));
         Assert.Equal(ErrorCode.BudgetInfeasible, error.Code);
     }
@@ -167,7 +170,7 @@ public sealed class MixedPrecisionSearchTests
     [Fact]
     public void The_same_inputs_give_the_same_choices_and_symbols()
     {
-        var options = new QuantizationOptions { Method = QuantizationMethods.Kmeans, Budget = new BudgetOptions { CompressionRatio = 10 } };
+        var options = new QuantizationOptions { Omega = OmegaKind.Sensitivity, Method = QuantizationMethods.Kmeans, Budget = new BudgetOptions { CompressionRatio = 10 } };
         var inputs = new SearchInputs(options, new PruningOptions { Sparsity = 0.3 }, true, null);
         var first = MixedPrecisionSearch.Run(_weights, _values, inputs);
         var second = MixedPrecisionSearch.Run(_weights, _values, inputs, parallelism: 1);

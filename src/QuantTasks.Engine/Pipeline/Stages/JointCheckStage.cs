@@ -35,7 +35,8 @@ internal sealed class JointCheckStage : PipelineStage
         // samples: measured on the same samples, it is the assumed loss with no pass per tensor. With
         // calibrated-output-error it is each tensor's loss estimated in the units of one measurement per tensor
         // (the mean divergence from the float model): measured the same way, on the check's own samples, the
-        // check compares the joint loss with the sum the search minimised, and a pass per tensor is saved.
+        // check compares the joint loss with the sum the search minimised, and a pass per tensor is saved unless a
+        // correction is needed (then each tensor is measured alone, to pick the ones to correct).
         var omegaIsLoss = quantization.Omega is OmegaKind.Measured or OmegaKind.CalibratedOutputError;
         var calibrated = quantization.Omega == OmegaKind.CalibratedOutputError;
         var needed = (omegaIsLoss ? 0 : quantized.Length) + 1;
@@ -63,7 +64,8 @@ internal sealed class JointCheckStage : PipelineStage
         };
         var outcome = JointCheck.Run(job.Search, job.Values, job.Tensors, QuantizerSettings.From(quantization),
             replaced => measured.Increase(Named(replaced)),
-            omegaIsLoss, new JointCheckOptions(settings.Margin, settings.Rounds, MaxPasses: settings.MaxPasses), gateFails, context.Cancellation);
+            omegaIsLoss, new JointCheckOptions(settings.Margin, settings.Rounds, MaxPasses: settings.MaxPasses), gateFails,
+            measureAloneToCorrect: calibrated, context.Cancellation);
 
         job.Search = outcome.Search;
         job.Tensors = outcome.Stored;
