@@ -61,9 +61,10 @@ internal static class JointCheck
     /// <param name="loss">The loss increase over the float model with the given tensors (by catalog index) replaced by the given values, the others float.</param>
     /// <param name="omegaIsLoss">Whether the search's Omega is already that loss increase, measured alone (omega: measured), which saves measuring each tensor alone.</param>
     /// <param name="measureAloneToCorrect">
-    /// With <paramref name="omegaIsLoss"/>: the Omega only estimates each tensor's own loss (calibrated output errors),
-    /// good enough to judge the sum but not to pick the tensors to correct, so once a correction is needed each
-    /// tensor is measured alone after all (when max_passes leaves room for it).
+    /// With <paramref name="omegaIsLoss"/>: the Omega only estimates each tensor's own loss (calibrated output errors).
+    /// When the sum held but the gate would fail, the estimates' ranking of the tensors is what is in doubt, so each
+    /// tensor is measured alone before the rounds pick the ones to correct (when max_passes leaves room for it). When
+    /// the sum did not hold, the leave-one-out contributions already show which tensors compound.
     /// </param>
     /// <param name="options">Margin and rounds.</param>
     /// <param name="gateFails">Whether the accuracy gate would fail with the given tensors replaced (the others float), or null without a gate.</param>
@@ -109,7 +110,7 @@ internal static class JointCheck
         string? trigger = joint > (1 + options.Margin) * assumed + JointCheckOptions.AbsoluteTolerance ? "margin"
             : quantized.Length > 0 && space is not null && gateFails is not null && gateFails(All()) ? "gate"
             : null;
-        if (trigger is not null && omegaIsLoss && measureAloneToCorrect && space is not null
+        if (trigger == "gate" && omegaIsLoss && measureAloneToCorrect && space is not null
             && passes + quantized.Length + quantized.Min(t => space.Candidates(t).Count) + 1 <= options.MaxPasses)
         {
             Parallel.ForEach(quantized, new ParallelOptions { CancellationToken = cancellation }, t =>

@@ -86,7 +86,7 @@ public sealed class JointCheckTests
     }
 
     [Fact]
-    public void An_omega_that_only_estimates_the_loss_saves_the_passes_alone_until_a_correction_needs_them()
+    public void An_omega_that_only_estimates_the_loss_is_measured_alone_only_when_the_gate_calls_for_a_correction_the_sum_did_not()
     {
         // Calibrated output errors: the Omega stands for each tensor's own loss while the sum holds (one pass);
         // once the gate calls for a correction, each tensor is measured alone to pick the ones to correct.
@@ -120,6 +120,16 @@ public sealed class JointCheckTests
         Assert.Contains("fc2.weight", corrected.Report.Moved);
         Assert.True(corrected.Report.Final <= 0.8 * initial, $"{corrected.Report.Final} against {initial}");
         Assert.Equal(search.Tensors.Sum(c => c.Omega), corrected.Report.Assumed, 9);
+
+        // When the sum itself fails (fc2 compounds in company), leave-one-out shows the culprits: nothing alone.
+        measuredAlone = 0;
+        double Compounding(IReadOnlyList<(int Tensor, float[] Values)> replaced) =>
+            Counting(replaced) + (replaced.Any(r => r.Tensor != fc2) ? replaced.Where(r => r.Tensor == fc2).Sum(r => 49 * Error(r.Tensor, r.Values)) : 0);
+        var margin = JointCheck.Run(search, _values, stored, settings, Compounding, omegaIsLoss: true, new JointCheckOptions(0.25, 2),
+            measureAloneToCorrect: true);
+        Assert.Equal("margin", margin.Report.Trigger);
+        Assert.Equal(0, measuredAlone);
+        Assert.Contains("fc2.weight", margin.Report.Moved);
     }
 
     [Fact]

@@ -35,8 +35,8 @@ internal sealed class JointCheckStage : PipelineStage
         // samples: measured on the same samples, it is the assumed loss with no pass per tensor. With
         // calibrated-output-error it is each tensor's loss estimated in the units of one measurement per tensor
         // (the mean divergence from the float model): measured the same way, on the check's own samples, the
-        // check compares the joint loss with the sum the search minimised, and a pass per tensor is saved unless a
-        // correction is needed (then each tensor is measured alone, to pick the ones to correct).
+        // check compares the joint loss with the sum the search minimised, and a pass per tensor is saved unless the
+        // gate calls for a correction the sum did not (then each tensor is measured alone, to pick the ones to correct).
         var omegaIsLoss = quantization.Omega is OmegaKind.Measured or OmegaKind.CalibratedOutputError;
         var calibrated = quantization.Omega == OmegaKind.CalibratedOutputError;
         var needed = (omegaIsLoss ? 0 : quantized.Length) + 1;
