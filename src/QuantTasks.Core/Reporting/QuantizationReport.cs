@@ -70,8 +70,12 @@ internal sealed record TrainingReport(string Loss, string? Metric, int TrainingS
 /// <param name="Passes">Forward passes the check took.</param>
 /// <param name="Moved">Tensors whose choice the correction changed.</param>
 /// <param name="Trigger">margin (the joint loss exceeded the sum), gate (the accuracy gate would have failed), or null when the check passed.</param>
+/// <param name="AssumedFrom">
+/// Where each tensor's own loss came from: alone (measured alone), measured (the search's Omega, a measured loss)
+/// or calibrated (the search's calibrated output error, an estimate).
+/// </param>
 internal sealed record JointCheckSummary(int Samples, double AssumedLoss, double MeasuredLoss, double FinalLoss, int Rounds, int Passes, IReadOnlyList<string> Moved,
-    string? Trigger = null);
+    string? Trigger = null, string AssumedFrom = "alone");
 
 /// <summary>One model's result, as <c>report.json</c> lists it (the product contract's keys).</summary>
 /// <param name="Name">The model's name (class name without "Model").</param>
@@ -153,7 +157,7 @@ internal sealed record QuantizationReport(IReadOnlyList<ModelReport> Models)
             if (model.JointCheck is { } j)
             {
                 Line();
-                Line(Invariant($"Joint check on {j.Samples} calibration samples: the search assumed a loss increase of {j.AssumedLoss:G4} (each tensor alone, summed), all tensors at once measured {j.MeasuredLoss:G4}")
+                Line(Invariant($"Joint check on {j.Samples} calibration samples: the search assumed a loss increase of {j.AssumedLoss:G4} ({AssumedFrom(j.AssumedFrom)}), all tensors at once measured {j.MeasuredLoss:G4}")
                     + (j.Trigger == "gate" ? "; the sum held, but the accuracy gate would have failed" : "")
                     + (j.Moved.Count == 0
                         ? Invariant($"{(j.Rounds > 0 ? $"; {j.Rounds} correction round(s) found nothing better" : "")}.")
@@ -200,4 +204,11 @@ internal sealed record QuantizationReport(IReadOnlyList<ModelReport> Models)
         value is { } v ? v.ToString(format, CultureInfo.InvariantCulture) : "-";
 
     private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
+
+    private static string AssumedFrom(string source) => source switch
+    {
+        "measured" => "each tensor's measured Omega, summed",
+        "calibrated" => "each tensor's calibrated output error, an estimate of its loss alone, summed",
+        _ => "each tensor alone, summed",
+    };
 }

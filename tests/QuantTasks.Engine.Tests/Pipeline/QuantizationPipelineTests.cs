@@ -346,6 +346,8 @@ public sealed class QuantizationPipelineTests : IDisposable
         Assert.Equal(1, joint.Passes);
         Assert.Equal(128, joint.Samples);
         Assert.True(joint.MeasuredLoss > 0 && joint.MeasuredLoss < 1.25 * joint.AssumedLoss, $"measured {joint.MeasuredLoss}, assumed {joint.AssumedLoss}");
+        Assert.Equal("calibrated", joint.AssumedFrom);
+        Assert.Contains("each tensor's calibrated output error, an estimate of its loss alone, summed", File.ReadAllText(_folder.File("out/report.md")), StringComparison.Ordinal);
     }
 
     [Fact]

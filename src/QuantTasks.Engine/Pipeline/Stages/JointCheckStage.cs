@@ -70,7 +70,8 @@ internal sealed class JointCheckStage : PipelineStage
         job.Search = outcome.Search;
         job.Tensors = outcome.Stored;
         var report = outcome.Report;
-        job.JointCheck = new JointCheckSummary(measured.Samples, report.Assumed, report.Measured, report.Final, report.Rounds, report.Passes, report.Moved, report.Trigger);
+        job.JointCheck = new JointCheckSummary(measured.Samples, report.Assumed, report.Measured, report.Final, report.Rounds, report.Passes, report.Moved, report.Trigger,
+            calibrated ? "calibrated" : omegaIsLoss ? "measured" : "alone");
         context.Note?.Invoke(FormattableString.Invariant(
             $"{job.Name}: joint check: assumed loss {report.Assumed:G4}, measured {report.Measured:G4}")
             + (report.Corrected
