@@ -63,9 +63,10 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
     private readonly InferenceSession _session;
     private readonly Dictionary<string, long[]> _overridable;
 
-    // The model as the shared session runs it (weights overridable, constants promoted): each weight's part of the
-    // graph is cut from it, and the frontier values are computed by a copy of it with them as outputs.
-    private readonly ModelProto _shared;
+    // The model as the shared session runs it (weights overridable, constants promoted), built again for the first
+    // probe rather than held by every measurement (a large model's copy): each weight's part of the graph is cut
+    // from it, and the frontier values are computed by a copy of it with them as outputs.
+    private ModelProto? _shared;
     private readonly int _dataInputs;
     private readonly Lock _prefixLock = new();
     private Dictionary<string, AffectedGraph?>? _parts;
@@ -104,28 +105,8 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
         _modelPath = model.Path;
         _labels = labels ? data.Labels() : null;
 
-        var shared = _model.Clone();
-        var inputs = shared.Graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
         _overridable = new Dictionary<string, long[]>(StringComparer.Ordinal);
-        foreach (var name in weights)
-        {
-            var initializer = shared.Graph.Initializer.FirstOrDefault(i => i.Name == name) ?? PromoteConstant(shared.Graph, name);
-            if (initializer is null || initializer.DataType != (int)TensorProto.Types.DataType.Float)
-            {
-                continue; // stored in another type (float16, say): measured the slow way
-            }
-
-            _overridable[name] = initializer.Dims.ToArray();
-            if (inputs.Add(name))
-            {
-                var type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = initializer.DataType, Shape = new TensorShapeProto() } };
-                type.TensorType.Shape.Dim.AddRange(initializer.Dims.Select(d => new TensorShapeProto.Types.Dimension { DimValue = d }));
-                shared.Graph.Input.Add(new ValueInfoProto { Name = name, Type = type });
-            }
-        }
-
-        shared.IrVersion = Math.Max(shared.IrVersion, 4); // overridable initializers: IR 4 and later
-        _shared = shared;
+        var shared = Shared(_model, weights, _overridable);
         // One thread per Run, without spinning: the search runs several tensors' candidates at once, and ONNX
         // Runtime's own pool spinning beside them would fight them for the cores.
         _options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = 1 };
@@ -267,8 +248,8 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
 
         try
         {
-            run.Session = ModelEvaluator.OpenSession(part.Build(_shared, types!).ToByteArray(), _options, _modelPath);
-            var original = TensorValues.ReadAsFloat(_shared.Graph.Initializer.First(t => t.Name == name));
+            run.Session = ModelEvaluator.OpenSession(part.Build(_shared!, types!).ToByteArray(), _options, _modelPath);
+            var original = TensorValues.ReadAsFloat(_shared!.Graph.Initializer.First(t => t.Name == name));
             run.Baseline = Loss(RunPart(run, original));
             return new CandidateProbe(this, name, run);
         }
@@ -307,9 +288,40 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
     {
         lock (_prefixLock)
         {
+            _shared ??= Shared(_model, _overridable.Keys, new Dictionary<string, long[]>(StringComparer.Ordinal));
             _parts ??= _overridable.Keys.ToDictionary(w => w, w => AffectedGraph.Find(_shared.Graph, w, _outputName), StringComparer.Ordinal);
             return _parts[name];
         }
+    }
+
+    /// <summary>
+    /// A copy of <paramref name="model"/> whose float32 <paramref name="weights"/> are overridable initializers (graph
+    /// inputs with their stored values as defaults; those held in Constant nodes moved into initializers first), and
+    /// each one's shape in <paramref name="overridable"/>. A weight stored in another type is left as it is.
+    /// </summary>
+    private static ModelProto Shared(ModelProto model, IEnumerable<string> weights, Dictionary<string, long[]> overridable)
+    {
+        var shared = model.Clone();
+        var inputs = shared.Graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        foreach (var name in weights)
+        {
+            var initializer = shared.Graph.Initializer.FirstOrDefault(i => i.Name == name) ?? PromoteConstant(shared.Graph, name);
+            if (initializer is null || initializer.DataType != (int)TensorProto.Types.DataType.Float)
+            {
+                continue; // stored in another type (float16, say): measured the slow way
+            }
+
+            overridable[name] = initializer.Dims.ToArray();
+            if (inputs.Add(name))
+            {
+                var type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = initializer.DataType, Shape = new TensorShapeProto() } };
+                type.TensorType.Shape.Dim.AddRange(initializer.Dims.Select(d => new TensorShapeProto.Types.Dimension { DimValue = d }));
+                shared.Graph.Input.Add(new ValueInfoProto { Name = name, Type = type });
+            }
+        }
+
+        shared.IrVersion = Math.Max(shared.IrVersion, 4); // overridable initializers: IR 4 and later
+        return shared;
     }
 
     // The model with every part's frontier as extra outputs (untyped: ONNX Runtime infers them), opened once.
@@ -319,7 +331,7 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
         {
             if (_prefix is null)
             {
-                var proto = _shared.Clone();
+                var proto = _shared!.Clone();
                 var outputs = proto.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
                 foreach (var value in _parts!.Values.OfType<AffectedGraph>().SelectMany(p => p.Frontier).Distinct(StringComparer.Ordinal).Where(outputs.Add))
                 {
