@@ -71,6 +71,7 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
     private readonly Lock _prefixLock = new();
     private Dictionary<string, AffectedGraph?>? _parts;
     private InferenceSession? _prefix;
+    private bool _prefixRefused;
 
     // Runs at once: one per core. Callers measure from parallel loops whose blocked threads make the thread pool
     // add more, and every run in flight holds a batch's activations in ONNX Runtime's arena (the recognizer of
@@ -216,7 +217,11 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
             return new CandidateProbe(this, name, null);
         }
 
-        var prefix = Prefix();
+        if (Prefix() is not { } prefix)
+        {
+            return new CandidateProbe(this, name, null);
+        }
+
         var types = part.Frontier.ToDictionary(f => f, f => TypeOf(prefix.OutputMetadata[f]), StringComparer.Ordinal);
         if (types.Values.Any(t => t is null))
         {
@@ -248,7 +253,18 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
 
         try
         {
-            run.Session = ModelEvaluator.OpenSession(part.Build(_shared!, types!).ToByteArray(), _options, _modelPath);
+            try
+            {
+                run.Session = ModelEvaluator.OpenSession(part.Build(_shared!, types!).ToByteArray(), _options, _modelPath);
+            }
+            catch (QuantException)
+            {
+                // ONNX Runtime would not take the part on its own (an operator that needs a type or shape the cut
+                // left out): the whole graph measures the same loss.
+                run.Dispose();
+                return new CandidateProbe(this, name, null);
+            }
+
             var original = TensorValues.ReadAsFloat(_shared!.Graph.Initializer.First(t => t.Name == name));
             run.Baseline = Loss(RunPart(run, original));
             return new CandidateProbe(this, name, run);
@@ -324,12 +340,13 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
         return shared;
     }
 
-    // The model with every part's frontier as extra outputs (untyped: ONNX Runtime infers them), opened once.
-    private InferenceSession Prefix()
+    // The model with every part's frontier as extra outputs (untyped: ONNX Runtime infers them), opened once; null
+    // when ONNX Runtime refuses it, and every probe then runs the whole graph.
+    private InferenceSession? Prefix()
     {
         lock (_prefixLock)
         {
-            if (_prefix is null)
+            if (_prefix is null && !_prefixRefused)
             {
                 var proto = _shared!.Clone();
                 var outputs = proto.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
@@ -338,7 +355,14 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
                     proto.Graph.Output.Add(new ValueInfoProto { Name = value });
                 }
 
-                _prefix = ModelEvaluator.OpenSession(proto.ToByteArray(), _options, _modelPath);
+                try
+                {
+                    _prefix = ModelEvaluator.OpenSession(proto.ToByteArray(), _options, _modelPath);
+                }
+                catch (QuantException)
+                {
+                    _prefixRefused = true;
+                }
             }
 
             return _prefix;
