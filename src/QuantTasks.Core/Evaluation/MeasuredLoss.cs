@@ -149,6 +149,13 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
     public ModelOutputs Outputs(IReadOnlyList<(string Name, float[] Values)> replaced)
     {
         ArgumentNullException.ThrowIfNull(replaced);
+        return Gated(() => Run(replaced), candidate: true);
+    }
+
+    // Every run of a session passes here: at most one per core in flight (the peak kept for tests), and a
+    // candidate's run counted with its time for the throughput.
+    private T Gated<T>(Func<T> run, bool candidate)
+    {
         _runs.Wait();
         var inFlight = Interlocked.Increment(ref _inFlight);
         try
@@ -157,7 +164,15 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
             {
             }
 
-            return Run(replaced);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var result = run();
+            if (candidate)
+            {
+                Interlocked.Increment(ref _candidates);
+                Interlocked.Add(ref _elapsedTicks, clock.Elapsed.Ticks);
+            }
+
+            return result;
         }
         finally
         {
@@ -168,7 +183,6 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
 
     private ModelOutputs Run(IReadOnlyList<(string Name, float[] Values)> replaced)
     {
-        var clock = System.Diagnostics.Stopwatch.StartNew();
         ModelOutputs outputs;
         if (replaced.All(r => _overridable.ContainsKey(r.Name)))
         {
@@ -196,8 +210,6 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
             outputs = ModelEvaluator.Run(proto.ToByteArray(), _data, _output, _modelPath);
         }
 
-        Interlocked.Increment(ref _candidates);
-        Interlocked.Add(ref _elapsedTicks, clock.Elapsed.Ticks);
         return outputs;
     }
 
@@ -228,24 +240,31 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
             return new CandidateProbe(this, name, null);
         }
 
-        // The frontier on every sample, batch by batch, as the part's inputs: held until the probe is disposed.
+        // The frontier on every sample, batch by batch, as the part's inputs: held until the probe is disposed. The
+        // first batch past the byte limit stops the pass.
         var batches = new List<(string Name, OrtValue Value)[]>();
         long bytes = 0;
-        var fits = true;
-        var batchSize = ModelEvaluator.Batches(prefix, _data, part.Frontier, _modelPath, (_, _, results) =>
+        using var tooLarge = new CancellationTokenSource();
+        var batchSize = 0;
+        try
         {
-            if (!fits)
+            batchSize = Gated(() => ModelEvaluator.Batches(prefix, _data, part.Frontier, _modelPath, (_, _, results) =>
             {
-                return;
-            }
+                var kept = part.Frontier.Zip(results).Select(p => (p.First, Value: Keep(p.Second))).ToArray();
+                batches.Add(kept.Select(k => (k.First, k.Value.Value)).ToArray());
+                bytes += kept.Sum(k => k.Value.Bytes);
+                if (bytes > MaxFrontierBytes)
+                {
+                    tooLarge.Cancel();
+                }
+            }, tooLarge.Token), candidate: false);
+        }
+        catch (OperationCanceledException) when (tooLarge.IsCancellationRequested)
+        {
+        }
 
-            var kept = part.Frontier.Zip(results).Select(p => (p.First, Value: Keep(p.Second))).ToArray();
-            batches.Add(kept.Select(k => (k.First, k.Value.Value)).ToArray());
-            bytes += kept.Sum(k => k.Value.Bytes);
-            fits = bytes <= MaxFrontierBytes;
-        });
         var run = new PartRun(part, batches, batchSize);
-        if (!fits)
+        if (tooLarge.IsCancellationRequested)
         {
             run.Dispose();
             return new CandidateProbe(this, name, null);
@@ -266,7 +285,7 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
             }
 
             var original = TensorValues.ReadAsFloat(_shared!.Graph.Initializer.First(t => t.Name == name));
-            run.Baseline = Loss(RunPart(run, original));
+            run.Baseline = Loss(RunPart(run, original, candidate: false));
             return new CandidateProbe(this, name, run);
         }
         catch
@@ -280,25 +299,14 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
     internal long MaxFrontierBytes { get; init; } = 256L << 20;
 
     /// <summary>The loss increase of one candidate measured on its tensor's part of the graph.</summary>
-    internal double Increase(PartRun run, float[] values) => Loss(RunPart(run, values)) - run.Baseline;
+    internal double Increase(PartRun run, float[] values) => Loss(RunPart(run, values, candidate: true)) - run.Baseline;
 
-    private ModelOutputs RunPart(PartRun run, float[] values)
+    private ModelOutputs RunPart(PartRun run, float[] values, bool candidate) => Gated(() =>
     {
-        _runs.Wait();
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        try
-        {
-            using var weight = OrtValue.CreateTensorValueFromMemory((float[])values.Clone(), _overridable[run.Part.Weight]);
-            return ModelEvaluator.Run(run.Session!, _data, _outputName, _modelPath, [(run.Part.Weight, weight)], run.Part.DataInputs, _dataInputs,
-                _reference.Samples, run.BatchSize, b => run.Batches[b]);
-        }
-        finally
-        {
-            _runs.Release();
-            Interlocked.Increment(ref _candidates);
-            Interlocked.Add(ref _elapsedTicks, clock.Elapsed.Ticks);
-        }
-    }
+        using var weight = OrtValue.CreateTensorValueFromMemory((float[])values.Clone(), _overridable[run.Part.Weight]);
+        return ModelEvaluator.Run(run.Session!, _data, _outputName, _modelPath, [(run.Part.Weight, weight)], run.Part.DataInputs, _dataInputs,
+            _reference.Samples, run.BatchSize, b => run.Batches[b]);
+    }, candidate);
 
     private AffectedGraph? PartOf(string name)
     {
