@@ -110,8 +110,9 @@ internal static class JointCheck
         string? trigger = joint > (1 + options.Margin) * assumed + JointCheckOptions.AbsoluteTolerance ? "margin"
             : quantized.Length > 0 && space is not null && gateFails is not null && gateFails(All()) ? "gate"
             : null;
-        if (trigger == "gate" && omegaIsLoss && measureAloneToCorrect && space is not null
-            && passes + quantized.Length + quantized.Min(t => space.Candidates(t).Count) + 1 <= options.MaxPasses)
+        // A round takes one tensor's candidates at least and the trial.
+        var minimum = space is null || quantized.Length == 0 ? 0 : quantized.Min(t => space.Candidates(t).Count) + 1;
+        if (trigger == "gate" && omegaIsLoss && measureAloneToCorrect && passes + quantized.Length + minimum <= options.MaxPasses)
         {
             Parallel.ForEach(quantized, new ParallelOptions { CancellationToken = cancellation }, t =>
                 alone[t] = Math.Max(0, Measure([(t, dequantized[t]!)])));
@@ -120,9 +121,7 @@ internal static class JointCheck
 
         while (trigger is not null && space is not null && rounds < options.Rounds)
         {
-            // A round takes one tensor's candidates at least and the trial, and a pass per tensor left out when
-            // max_passes leaves room for them.
-            var minimum = quantized.Min(t => space.Candidates(t).Count) + 1;
+            // At least the minimum round, and a pass per tensor left out when max_passes leaves room for them.
             if (passes + minimum > options.MaxPasses)
             {
                 break;
