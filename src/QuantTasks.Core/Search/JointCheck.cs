@@ -190,12 +190,27 @@ internal static class JointCheck
                 break;
             }
 
+            // The tensors that did not move keep their choice as it stands, with its exact size: a stage before the
+            // check (sequential compensation) may have refined it after the search, into a result whose size differs
+            // from the candidate's by a few bytes. Where those refinements no longer fit beside the moved tensors,
+            // they go back to the search's own candidates, whose sizes the proposal was solved with.
+            var proposed = proposal.Tensors.Select((c, t) => changed.Contains(t) ? c : result.Tensors[t]).ToArray();
+            var requantize = changed.ToList();
+            if (proposed.Sum(c => c.Bytes) > proposal.Budget)
+            {
+                foreach (var t in Enumerable.Range(0, proposed.Length).Where(t => !changed.Contains(t) && proposed[t].Bytes != proposal.Tensors[t].Bytes))
+                {
+                    proposed[t] = proposal.Tensors[t];
+                    requantize.Add(t);
+                }
+            }
+
             var trial = current.ToArray();
             var trialValues = dequantized.ToArray();
-            Parallel.ForEach(changed, new ParallelOptions { CancellationToken = cancellation }, t =>
+            Parallel.ForEach(requantize, new ParallelOptions { CancellationToken = cancellation }, t =>
             {
-                trial[t] = Quantize(proposal.Tensors[t], values[t], settings);
-                trialValues[t] = trial[t].Quantized!.Dequantize();
+                trial[t] = Quantize(proposed[t], values[t], settings);
+                trialValues[t] = trial[t].Quantized?.Dequantize() ?? trial[t].FloatValues!;
             });
             var trialJoint = Measure(quantized.Select(t => (t, trialValues[t]!)).ToArray());
             if (trialJoint >= joint)
@@ -212,7 +227,7 @@ internal static class JointCheck
             }
 
             // Each new choice keeps the Omega the search gave it, so that the report compares like with like.
-            result = proposal;
+            result = proposal with { Tensors = proposed, PayloadBytes = proposed.Sum(c => c.Bytes) };
             current = trial;
             dequantized = trialValues;
             joint = trialJoint;

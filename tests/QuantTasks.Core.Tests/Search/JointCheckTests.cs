@@ -175,6 +175,53 @@ public sealed class JointCheckTests
     }
 
     [Fact]
+    public void A_choice_refined_after_the_search_keeps_its_own_size_when_the_correction_moves_other_tensors()
+    {
+        // Sequential compensation refines a choice after the search: same bits and levels, other symbols, a size a
+        // few bytes off the candidate's. When the correction moves fc2, conv2 must be handed on either refined with
+        // the refined size, or back to the search's own result with the candidate's size, and the budget must hold.
+        var fc2 = Index("fc2.weight");
+        var conv2 = Index("conv2.weight");
+        double Loss(IReadOnlyList<(int Tensor, float[] Values)> replaced)
+        {
+            var sum = replaced.Sum(r => Error(r.Tensor, r.Values));
+            var company = replaced.Any(r => r.Tensor != fc2);
+            return sum + (company ? replaced.Where(r => r.Tensor == fc2).Sum(r => 49 * Error(r.Tensor, r.Values)) : 0);
+        }
+
+        var (search, stored) = Search();
+        var settings = QuantizerSettings.From(_options);
+        var noise = new Random(3);
+        var nudged = _values[conv2].Select(v => v + (float)((noise.NextDouble() - 0.5) * 0.02 * Math.Abs(v))).ToArray();
+        var refinedStored = MixedPrecisionSearch.Quantize(search.Tensors[conv2], nudged, settings);
+        var refinedBytes = PayloadSize.Of(refinedStored.Quantized!, true);
+        Assert.NotEqual(search.Tensors[conv2].Bytes, refinedBytes);
+        var tensors = search.Tensors.ToArray();
+        tensors[conv2] = tensors[conv2] with { Bytes = refinedBytes };
+        var refined = search with { Tensors = tensors, PayloadBytes = tensors.Sum(c => c.Bytes) };
+        var refinedTensors = stored.ToArray();
+        refinedTensors[conv2] = refinedStored;
+
+        var outcome = JointCheck.Run(refined, _values, refinedTensors, settings, Loss, omegaIsLoss: false, new JointCheckOptions(0.25, 2));
+
+        Assert.Contains("fc2.weight", outcome.Report.Moved);
+        Assert.DoesNotContain("conv2.weight", outcome.Report.Moved);
+        for (var t = 0; t < outcome.Stored.Length; t++)
+        {
+            if (outcome.Stored[t].Quantized is { } q)
+            {
+                Assert.Equal(outcome.Search.Tensors[t].Bytes, PayloadSize.Of(q, true));
+            }
+        }
+
+        var kept = outcome.Stored[conv2].Quantized!.Symbols.SequenceEqual(refinedStored.Quantized!.Symbols);
+        var own = MixedPrecisionSearch.Quantize(search.Tensors[conv2], _values[conv2], settings).Quantized!.Symbols;
+        Assert.True(kept || outcome.Stored[conv2].Quantized!.Symbols.SequenceEqual(own), "conv2 is neither the refined result nor the search's own");
+        Assert.Equal(outcome.Search.Tensors.Sum(c => c.Bytes), outcome.Search.PayloadBytes);
+        Assert.True(outcome.Search.PayloadBytes <= outcome.Search.Budget, $"{outcome.Search.PayloadBytes} > {outcome.Search.Budget}");
+    }
+
+    [Fact]
     public void Losses_that_add_up_are_corrected_when_the_gate_would_fail_and_left_alone_when_it_would_pass()
     {
         // fc2's error costs 50 times what the search's Omega says, alone as in company: the losses add up, so the
