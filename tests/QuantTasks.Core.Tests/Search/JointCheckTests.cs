@@ -48,6 +48,11 @@ public sealed class JointCheckTests
         return sum;
     }
 
+    // Squared errors, except that one tensor's costs 50 times more once any other tensor is quantized beside it.
+    private double WorseInCompany(IReadOnlyList<(int Tensor, float[] Values)> replaced, int tensor) =>
+        replaced.Sum(r => Error(r.Tensor, r.Values))
+        + (replaced.Any(r => r.Tensor != tensor) ? replaced.Where(r => r.Tensor == tensor).Sum(r => 49 * Error(r.Tensor, r.Values)) : 0);
+
     private (SearchResult Search, StoredTensor[] Stored) Search()
     {
         var plans = TensorPlan.For(_weights, _options, QuantizerRegistry.Default);
@@ -138,12 +143,7 @@ public sealed class JointCheckTests
         // fc2's error costs what the search thinks alone, and 50 times more once any other tensor is quantized:
         // the summed costs under-rate it, and only the joint measurement can tell. (The search gives it 4 bits of 6.)
         var fc2 = Index("fc2.weight");
-        double Loss(IReadOnlyList<(int Tensor, float[] Values)> replaced)
-        {
-            var sum = replaced.Sum(r => Error(r.Tensor, r.Values));
-            var company = replaced.Any(r => r.Tensor != fc2);
-            return sum + (company ? replaced.Where(r => r.Tensor == fc2).Sum(r => 49 * Error(r.Tensor, r.Values)) : 0);
-        }
+        double Loss(IReadOnlyList<(int Tensor, float[] Values)> replaced) => WorseInCompany(replaced, fc2);
 
         var (search, stored) = Search();
         var settings = QuantizerSettings.From(_options);
@@ -182,12 +182,7 @@ public sealed class JointCheckTests
         // the refined size, or back to the search's own result with the candidate's size, and the budget must hold.
         var fc2 = Index("fc2.weight");
         var conv2 = Index("conv2.weight");
-        double Loss(IReadOnlyList<(int Tensor, float[] Values)> replaced)
-        {
-            var sum = replaced.Sum(r => Error(r.Tensor, r.Values));
-            var company = replaced.Any(r => r.Tensor != fc2);
-            return sum + (company ? replaced.Where(r => r.Tensor == fc2).Sum(r => 49 * Error(r.Tensor, r.Values)) : 0);
-        }
+        double Loss(IReadOnlyList<(int Tensor, float[] Values)> replaced) => WorseInCompany(replaced, fc2);
 
         var (search, stored) = Search();
         var settings = QuantizerSettings.From(_options);
@@ -265,9 +260,7 @@ public sealed class JointCheckTests
     {
         // The compounding fc2 of the test above: unbounded, the check takes more passes than any of these limits.
         var fc2 = Index("fc2.weight");
-        double Loss(IReadOnlyList<(int Tensor, float[] Values)> replaced) =>
-            replaced.Sum(r => Error(r.Tensor, r.Values))
-            + (replaced.Any(r => r.Tensor != fc2) ? replaced.Where(r => r.Tensor == fc2).Sum(r => 49 * Error(r.Tensor, r.Values)) : 0);
+        double Loss(IReadOnlyList<(int Tensor, float[] Values)> replaced) => WorseInCompany(replaced, fc2);
         var (search, stored) = Search();
         var settings = QuantizerSettings.From(_options);
         var unbounded = JointCheck.Run(search, _values, stored, settings, Loss, omegaIsLoss: false, new JointCheckOptions(0.25, 2));
