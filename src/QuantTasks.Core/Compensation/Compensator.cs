@@ -33,6 +33,23 @@ internal static class Compensator
         ArgumentNullException.ThrowIfNull(original);
         ArgumentNullException.ThrowIfNull(hessian);
         ArgumentNullException.ThrowIfNull(options);
+        if (options.Order != ColumnOrder.Auto)
+        {
+            return Compensate(quantized, original, mask, hessian, options, rate).Tensor;
+        }
+
+        // Neither order rounds every layer and grid better (column-by-column rounding is greedy): both are run
+        // and the smaller objective is kept, so the result is never worse than either order alone; the layer's
+        // two factorisations are cached side by side. Ties keep the natural order.
+        var natural = Compensate(quantized, original, mask, hessian, options with { Order = ColumnOrder.Natural }, rate);
+        var descending = Compensate(quantized, original, mask, hessian, options with { Order = ColumnOrder.DescendingHessianDiagonal }, rate);
+        return descending.Objective < natural.Objective ? descending.Tensor : natural.Tensor;
+    }
+
+    /// <summary>The compensated tensor in one column order, and its objective (output error plus the rate term).</summary>
+    private static (QuantizedTensor Tensor, double Objective) Compensate(QuantizedTensor quantized, float[] original, bool[]? mask, LayerHessian hessian,
+        CompensationOptions options, RatePrice? rate)
+    {
         // With ClipRanges, uniform grids get ranges fitted to the layer first: the compensated result keeps those
         // levels, and the quantizer's own min-max result remains what it must beat.
         var fitted = options.ClipRanges && quantized.Kind == QuantizerKind.Uniform ? FittedUniform(quantized, original, mask, hessian) : quantized;
@@ -92,8 +109,8 @@ internal static class Compensator
             catch (NotPositiveDefiniteException)
             {
                 // A singular Hessian (no dampening, collinear inputs) gives nothing to compensate with: the layer
-                // keeps plain rounding, as when compensation would make it worse.
-                return quantized;
+                // keeps plain rounding, as when compensation would make it worse (any order fails alike).
+                return (quantized, double.PositiveInfinity);
             }
 
             var plain = new float[weights.Length];
@@ -121,10 +138,11 @@ internal static class Compensator
 
         if (compensatedObjective > plainObjective)
         {
-            return quantized;
+            return (quantized, plainObjective);
         }
 
-        return new QuantizedTensor(fitted.Name, [.. fitted.Dims], fitted.Bits, fitted.Kind, fitted.ChannelAxis, fitted.Parameters, symbols, fitted.Method);
+        return (new QuantizedTensor(fitted.Name, [.. fitted.Dims], fitted.Bits, fitted.Kind, fitted.ChannelAxis, fitted.Parameters, symbols, fitted.Method),
+            compensatedObjective);
     }
 
     // The uniform quantizer again, each channel's range clipped to minimise rounding error weighted by the energy

@@ -386,6 +386,9 @@ internal enum ColumnOrder
 
     /// <summary>The inputs with the largest Hessian diagonal first (GPTQ's "act order").</summary>
     DescendingHessianDiagonal,
+
+    /// <summary>Both orders, each tensor keeping the one whose result has the smaller output error (plus rate term).</summary>
+    Auto,
 }
 
 /// <summary>How compensated pruning chooses the weights it prunes.</summary>

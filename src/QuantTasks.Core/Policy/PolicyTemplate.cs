@@ -67,7 +67,7 @@ internal static class PolicyTemplate
             : "  compensation: gptq                 # gptq (second-order compensated rounding, label-free) | none");
         Line("  gptq:                              # for compensation: gptq");
         Line(Invariant($"    dampening: {PolicyDefaults.GptqDampening}").PadRight(37) + "#   fraction of the mean Hessian diagonal added to it");
-        Line("    order: natural                   #   natural | descending-diagonal (GPTQ's act order)");
+        Line("    order: descending-diagonal       #   descending-diagonal (GPTQ's act order) | natural | auto (both, the smaller layer error kept)");
         Line(Invariant($"    samples: {PolicyDefaults.GptqSamples}").PadRight(37) + "#   calibration samples for the layer Hessians");
         Line("    mask: saliency                   #   saliency (SparseGPT, chosen while compensating) | magnitude");
         Line("    sequential: false                #   true: each layer again on the quantized layers' outputs");

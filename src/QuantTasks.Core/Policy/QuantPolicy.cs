@@ -364,8 +364,11 @@ internal enum GptqOrder
     /// <summary>As the weight stores them.</summary>
     Natural,
 
-    /// <summary>Largest Hessian diagonal first.</summary>
+    /// <summary>Largest Hessian diagonal first (GPTQ's act order).</summary>
     DescendingDiagonal,
+
+    /// <summary>Both orders; each candidate keeps the one with the smaller layer output error.</summary>
+    Auto,
 }
 
 /// <summary>Settings of <c>compensation: gptq</c>.</summary>
@@ -374,8 +377,8 @@ internal sealed class GptqOptions
     /// <summary>Fraction of the mean Hessian diagonal added to it. Default: 0.01.</summary>
     public double Dampening { get; init; } = PolicyDefaults.GptqDampening;
 
-    /// <summary>Column order. Default: natural.</summary>
-    public GptqOrder Order { get; init; } = GptqOrder.Natural;
+    /// <summary>Column order. Default: descending-diagonal.</summary>
+    public GptqOrder Order { get; init; } = PolicyDefaults.GptqOrder;
 
     /// <summary>Calibration samples for the layer Hessians. Default: 512.</summary>
     public int Samples { get; init; } = PolicyDefaults.GptqSamples;

@@ -57,12 +57,75 @@ public sealed class LayerHessiansTests : IDisposable
         AssertEnergy(model, data, weights.Single(w => w.Name == "w"), conv, 3);
     }
 
+    /// <summary>Fixture layers, quantizer, bits and sparsity for the tests on real layers.</summary>
+    public static TheoryData<string, string, int, double> RealLayers => new()
+    {
+        { "lenet5.onnx", QuantizationMethods.Uniform, 3, 0.0 },
+        { "lenet5.onnx", QuantizationMethods.Kmeans, 2, 0.5 },
+        { "mlp.onnx", QuantizationMethods.Uniform, 2, 0.0 },
+        { "mlp.onnx", QuantizationMethods.Ecsq, 3, 0.3 },
+    };
+
     [Theory]
-    [InlineData("lenet5.onnx", QuantizationMethods.Uniform, 3, 0.0)]
-    [InlineData("lenet5.onnx", QuantizationMethods.Kmeans, 2, 0.5)]
-    [InlineData("mlp.onnx", QuantizationMethods.Uniform, 2, 0.0)]
-    [InlineData("mlp.onnx", QuantizationMethods.Ecsq, 3, 0.3)]
+    [MemberData(nameof(RealLayers))]
     public void Compensation_never_raises_the_output_error_of_real_layers(string file, string method, int bits, double sparsity)
+    {
+        foreach (var (weight, values, mask, plain, hessian) in PlainLayers(file, method, bits, sparsity))
+        {
+            var compensated = Compensator.Apply(plain, values, mask, hessian, new CompensationOptions(Mask: MaskSelection.Magnitude));
+            var bySaliency = Compensator.Apply(plain, values, mask, hessian, new CompensationOptions());
+
+            var before = Energy(hessian, values, plain.Dequantize());
+            var after = Energy(hessian, values, compensated.Dequantize());
+            Assert.Equal(before, hessian.OutputError(values, plain.Dequantize()), before * 1e-9);
+            Assert.True(after <= before * (1 + 1e-6), $"{weight.Name}: compensated {after}, plain {before}");
+            Assert.Equal(plain.Parameters, compensated.Parameters);
+
+            // Uniform ranges clipped to the layer: other levels, never a larger output error than plain rounding.
+            var clipped = Compensator.Apply(plain, values, mask, hessian, new CompensationOptions(ClipRanges: true));
+            Assert.True(Energy(hessian, values, clipped.Dequantize()) <= before * (1 + 1e-6), $"{weight.Name}: clipped ranges above plain");
+            if (method != QuantizationMethods.Uniform)
+            {
+                Assert.Equal(plain.Parameters, clipped.Parameters);
+            }
+            Assert.True(Energy(hessian, values, bySaliency.Dequantize()) <= before * (1 + 1e-6), $"{weight.Name}: saliency mask above plain");
+            if (mask is not null)
+            {
+                // The magnitude mask is kept as it is; saliency prunes as many weights, chosen while compensating.
+                var reconstructed = compensated.Dequantize();
+                Assert.All(Enumerable.Range(0, mask.Length).Where(i => mask[i]), i => Assert.Equal(0f, reconstructed[i]));
+                Assert.True(bySaliency.Dequantize().Count(v => v == 0) >= mask.Count(m => m));
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(RealLayers))]
+    public void Auto_order_keeps_whichever_order_rounds_the_layer_better(string file, string method, int bits, double sparsity)
+    {
+        var differed = 0;
+        foreach (var (weight, values, mask, plain, hessian) in PlainLayers(file, method, bits, sparsity))
+        {
+            var natural = Compensator.Apply(plain, values, mask, hessian, new CompensationOptions(Order: ColumnOrder.Natural));
+            var descending = Compensator.Apply(plain, values, mask, hessian, new CompensationOptions(Order: ColumnOrder.DescendingHessianDiagonal));
+            var auto = Compensator.Apply(plain, values, mask, hessian, new CompensationOptions(Order: ColumnOrder.Auto));
+
+            // Always one of the two results, symbol for symbol; without a rate term, the one with the smaller output error.
+            Assert.True(auto.Symbols.SequenceEqual(natural.Symbols) || auto.Symbols.SequenceEqual(descending.Symbols), $"{weight.Name}: neither order's result");
+            differed += natural.Symbols.SequenceEqual(descending.Symbols) ? 0 : 1;
+            if (method != QuantizationMethods.Ecsq)
+            {
+                var best = Math.Min(Energy(hessian, values, natural.Dequantize()), Energy(hessian, values, descending.Dequantize()));
+                Assert.Equal(best, Energy(hessian, values, auto.Dequantize()), best * 1e-12);
+            }
+        }
+
+        Assert.True(differed > 0, "the two orders never differed, so the test chose nothing");
+    }
+
+    // Every layer of a fixture with its float values, magnitude mask, plain quantization and Hessian (64 samples).
+    private static IEnumerable<(WeightTensor Weight, float[] Values, bool[]? Mask, QuantizedTensor Plain, LayerHessian Hessian)> PlainLayers(
+        string file, string method, int bits, double sparsity)
     {
         var model = OnnxModel.Load(Fixtures.Model(file));
         var data = DataFile.Load(Fixtures.Data("digits-calibration.npz"));
@@ -73,32 +136,7 @@ public sealed class LayerHessiansTests : IDisposable
             var values = model.ReadFloats(model.FindTensor(weight.Name)!);
             var mask = sparsity > 0 ? MagnitudePruning.PerTensor(values, sparsity) : null;
             var prepared = PreparedTensor.Create(weight.Name, values, weight.Shape, weight.OutputChannelAxis, pruned: mask);
-            var plain = TensorQuantizer.Quantize(prepared, method, bits, new QuantizerSettings());
-
-            var compensated = Compensator.Apply(plain, values, mask, hessians[weight.Name], new CompensationOptions(Mask: MaskSelection.Magnitude));
-            var bySaliency = Compensator.Apply(plain, values, mask, hessians[weight.Name], new CompensationOptions());
-
-            var before = Energy(hessians[weight.Name], values, plain.Dequantize());
-            var after = Energy(hessians[weight.Name], values, compensated.Dequantize());
-            Assert.Equal(before, hessians[weight.Name].OutputError(values, plain.Dequantize()), before * 1e-9);
-            Assert.True(after <= before * (1 + 1e-6), $"{weight.Name}: compensated {after}, plain {before}");
-            Assert.Equal(plain.Parameters, compensated.Parameters);
-
-            // Uniform ranges clipped to the layer: other levels, never a larger output error than plain rounding.
-            var clipped = Compensator.Apply(plain, values, mask, hessians[weight.Name], new CompensationOptions(ClipRanges: true));
-            Assert.True(Energy(hessians[weight.Name], values, clipped.Dequantize()) <= before * (1 + 1e-6), $"{weight.Name}: clipped ranges above plain");
-            if (method != QuantizationMethods.Uniform)
-            {
-                Assert.Equal(plain.Parameters, clipped.Parameters);
-            }
-            Assert.True(Energy(hessians[weight.Name], values, bySaliency.Dequantize()) <= before * (1 + 1e-6), $"{weight.Name}: saliency mask above plain");
-            if (mask is not null)
-            {
-                // The magnitude mask is kept as it is; saliency prunes as many weights, chosen while compensating.
-                var reconstructed = compensated.Dequantize();
-                Assert.All(Enumerable.Range(0, mask.Length).Where(i => mask[i]), i => Assert.Equal(0f, reconstructed[i]));
-                Assert.True(bySaliency.Dequantize().Count(v => v == 0) >= mask.Count(m => m));
-            }
+            yield return (weight, values, mask, TensorQuantizer.Quantize(prepared, method, bits, new QuantizerSettings()), hessians[weight.Name]);
         }
     }
 

@@ -19,7 +19,12 @@ internal sealed class ActivationsStage : PipelineStage
     public static CompensationOptions Options(GptqOptions gptq)
     {
         ArgumentNullException.ThrowIfNull(gptq);
-        return new CompensationOptions(gptq.Dampening, gptq.Order == GptqOrder.DescendingDiagonal ? ColumnOrder.DescendingHessianDiagonal : ColumnOrder.Natural,
+        return new CompensationOptions(gptq.Dampening, gptq.Order switch
+            {
+                GptqOrder.DescendingDiagonal => ColumnOrder.DescendingHessianDiagonal,
+                GptqOrder.Auto => ColumnOrder.Auto,
+                _ => ColumnOrder.Natural,
+            },
             Mask: gptq.Mask == GptqMask.Magnitude ? MaskSelection.Magnitude : MaskSelection.Saliency, ClipRanges: gptq.Clip);
     }
 
