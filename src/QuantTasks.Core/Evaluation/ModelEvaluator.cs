@@ -86,21 +86,7 @@ internal static class ModelEvaluator
             CheckShape(session.InputMetadata[name], array, data.Path, name);
         }
 
-        var results = new List<float>();
-        var classes = 0;
-        long[]? sampleShape = null;
-        RunBatches(session, arrays, samples, BatchFor(arrays), [output], modelPath, data.Path, (count, outputs) =>
-        {
-            var span = outputs[0].GetTensorDataAsSpan<float>();
-            classes = span.Length / count;
-            sampleShape ??= outputs[0].GetTensorTypeAndShape().Shape.Skip(1).ToArray();
-            foreach (var v in span)
-            {
-                results.Add(v);
-            }
-        }, CancellationToken.None);
-
-        return new ModelOutputs(results.ToArray(), samples, classes, sampleShape);
+        return Run(session, data, output, modelPath, [], inputNames, inputNames.Count, samples, batchSize: null, perBatch: null);
     }
 
     /// <summary>
@@ -146,6 +132,13 @@ internal static class ModelEvaluator
                 classes = span.Length / count;
                 sampleShape = outputs[0].GetTensorTypeAndShape().Shape.Skip(1).ToArray();
                 results = new float[(long)classes * total];
+            }
+
+            if (span.Length != (long)classes * count)
+            {
+                throw new QuantException(ErrorCode.DataWrongType,
+                    $"Output '{output}' of '{modelPath}' has {span.Length / Math.Max(1, count)} values per sample in one batch and {classes} in another; "
+                    + "only outputs of a fixed size per sample can be compared.", new SourceLocation(modelPath));
             }
 
             span.CopyTo(results.AsSpan(filled));

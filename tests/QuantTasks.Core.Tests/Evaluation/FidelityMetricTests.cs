@@ -1,4 +1,9 @@
+using Google.Protobuf;
+using QuantTasks.Data;
+using QuantTasks.Diagnostics;
 using QuantTasks.Evaluation;
+using QuantTasks.Onnx.Proto;
+using QuantTasks.Tests;
 
 namespace QuantTasks.Core.Tests.Evaluation;
 
@@ -46,6 +51,35 @@ public sealed class FidelityMetricTests
 
         var measured = ModelEvaluator.Agreement(new ModelOutputs(a, 2, size, shape), new ModelOutputs(b, 2, size, shape), classAxis: 0);
         Assert.Equal(100.0 * expected / 20, measured, 12);
+    }
+
+    [Fact]
+    public void An_output_whose_size_per_sample_changes_between_batches_is_a_coded_error()
+    {
+        // NonZero's output holds as many columns as the batch has positive values: 300 samples run as batches of
+        // 256 and 44 with different counts per sample, which no per-sample comparison can line up.
+        var graph = new GraphProto { Name = "nonzero" };
+        var type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1, Shape = new TensorShapeProto() } };
+        type.TensorType.Shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "N" });
+        type.TensorType.Shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = 4 });
+        graph.Input.Add(new ValueInfoProto { Name = "input", Type = type });
+        graph.Output.Add(new ValueInfoProto { Name = "output", Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1 } } });
+        graph.Initializer.Add(new TensorProto { Name = "zero", DataType = 1, FloatData = { 0f } });
+        graph.Node.Add(new NodeProto { OpType = "Greater", Input = { "input", "zero" }, Output = { "positive" } });
+        graph.Node.Add(new NodeProto { OpType = "NonZero", Input = { "positive" }, Output = { "where" } });
+        var cast = new NodeProto { OpType = "Cast", Input = { "where" }, Output = { "output" } };
+        cast.Attribute.Add(new AttributeProto { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+        graph.Node.Add(cast);
+        var model = new ModelProto { IrVersion = 8, Graph = graph };
+        model.OpsetImport.Add(new OperatorSetIdProto { Version = 17 });
+        using var folder = new TempFolder();
+        var values = Enumerable.Range(0, 300 * 4).Select(i => i < 256 * 4 ? 1f : (i % 3 == 0 ? 1f : -1f)).ToArray();
+        NpzWriter.Write(folder.File("x.npz"), ("input", NpzWriter.Floats([300, 4], values)));
+
+        var error = Assert.Throws<QuantException>(() => ModelEvaluator.Run(model.ToByteArray(), DataFile.Load(folder.File("x.npz")), null, "nonzero.onnx"));
+
+        Assert.Equal(ErrorCode.DataWrongType, error.Code);
+        Assert.Contains("'output' of 'nonzero.onnx'", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]
