@@ -194,11 +194,12 @@ internal static class JointCheck
             // check (sequential compensation) may have refined it after the search, into a result whose size differs
             // from the candidate's by a few bytes. Where those refinements no longer fit beside the moved tensors,
             // they go back to the search's own candidates, whose sizes the proposal was solved with.
-            var proposed = proposal.Tensors.Select((c, t) => changed.Contains(t) ? c : result.Tensors[t]).ToArray();
+            var movers = changed.ToHashSet();
+            var proposed = proposal.Tensors.Select((c, t) => movers.Contains(t) ? c : result.Tensors[t]).ToArray();
             var requantize = changed.ToList();
             if (proposed.Sum(c => c.Bytes) > proposal.Budget)
             {
-                foreach (var t in Enumerable.Range(0, proposed.Length).Where(t => !changed.Contains(t) && proposed[t].Bytes != proposal.Tensors[t].Bytes))
+                foreach (var t in Enumerable.Range(0, proposed.Length).Where(t => !movers.Contains(t) && proposed[t].Bytes != proposal.Tensors[t].Bytes))
                 {
                     proposed[t] = proposal.Tensors[t];
                     requantize.Add(t);
