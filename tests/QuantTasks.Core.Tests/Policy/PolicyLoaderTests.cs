@@ -132,6 +132,8 @@ public sealed class PolicyLoaderTests : IDisposable
     [InlineData("  omega: relative-output-errors", 10, "relative-output-error")]
     [InlineData("  gptq:\n    clip: maybe", 11, "clip")]
     [InlineData("  gptq:\n    clip: [true]", 11, "clip")]
+    [InlineData("  gptq:\n    order: sideways", 11, "order")]
+    [InlineData("  gptq:\n    order: [auto]", 11, "order")]
     public void A_wrong_value_for_the_compensation_keys_is_refused_at_its_line(string entry, int line, string expected)
     {
         var error = Fails(Valid.Replace("  method: hessian-kmeans", "  method: hessian-kmeans\n" + entry, StringComparison.Ordinal));
