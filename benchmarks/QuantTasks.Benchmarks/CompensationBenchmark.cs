@@ -112,6 +112,6 @@ internal static class CompensationBenchmark
             h[((long)a * columns) + a] += 0.5 + (0.5 * ((a * 7919) % 13) / 13.0);
         });
 
-        return new LayerHessian(weight.Name, rows, columns, 1, false, [h], 1);
+        return new LayerHessian(weight.Name, rows, columns, 1, false, [SymmetricMatrix.FromDense(h, columns)], 1);
     }
 }

@@ -92,7 +92,7 @@ internal static class Compensator
                 ? 0
                 : rate.ChannelRateWeight[quantized.ChannelAxis < 0 ? 0 : firstRow + row]
                     / (rate.ElementWeights is { } e ? e[Index(firstRow + row, column)] : 1f);
-            double Price(int row, int column) => BitPrice(row, column) * h[(column * columns) + column];
+            double Price(int row, int column) => BitPrice(row, column) * h[column, column];
 
             (float, byte) Round(int row, int column, double value, double errorWeight, bool pruned)
             {
@@ -132,8 +132,8 @@ internal static class Compensator
                 }
             }
 
-            compensatedObjective += OptimalBrainCompensation.OutputError(weights, result.Values, perGroup, columns, h) + compensatedRate;
-            plainObjective += OptimalBrainCompensation.OutputError(weights, plain, perGroup, columns, h) + plainRate;
+            compensatedObjective += OptimalBrainCompensation.OutputError(weights, result.Values, perGroup, h) + compensatedRate;
+            plainObjective += OptimalBrainCompensation.OutputError(weights, plain, perGroup, h) + plainRate;
         }
 
         if (compensatedObjective > plainObjective)
@@ -159,7 +159,7 @@ internal static class Compensator
             for (var j = 0; j < hessian.Columns; j++)
             {
                 var index = hessian.Transposed ? (j * hessian.Rows) + row : (row * hessian.Columns) + j;
-                importance[index] = (float)h[((long)j * hessian.Columns) + j];
+                importance[index] = (float)h[j, j];
                 if (mask is not null && mask[index])
                 {
                     values[index] = 0;

@@ -19,9 +19,9 @@ namespace QuantTasks.Compensation;
 /// <param name="Columns">Input features per group.</param>
 /// <param name="Groups">Convolution groups (1 otherwise); output channel r belongs to group r / (Rows / Groups).</param>
 /// <param name="Transposed">Whether the weight stores [inputs, outputs] (MatMul, Gemm without transB), so the compensation works on its transpose.</param>
-/// <param name="PerGroup">H per group, Columns x Columns, row-major.</param>
+/// <param name="PerGroup">H per group, Columns x Columns.</param>
 /// <param name="Vectors">How many input vectors were accumulated.</param>
-internal sealed record LayerHessian(string Weight, int Rows, int Columns, int Groups, bool Transposed, double[][] PerGroup, long Vectors)
+internal sealed record LayerHessian(string Weight, int Rows, int Columns, int Groups, bool Transposed, SymmetricMatrix[] PerGroup, long Vectors)
 {
     // One factorisation per group and setting, shared by every candidate of the search (the O(n^3) part).
     private readonly ConcurrentDictionary<(int Group, double Dampening, ColumnOrder Order), Lazy<LayerFactor>> _factors = new();
@@ -32,7 +32,7 @@ internal sealed record LayerHessian(string Weight, int Rows, int Columns, int Gr
     {
         ArgumentNullException.ThrowIfNull(options);
         return _factors.GetOrAdd((group, options.Dampening, options.Order),
-            key => new Lazy<LayerFactor>(() => OptimalBrainCompensation.Factorize(PerGroup[key.Group], Columns, options))).Value;
+            key => new Lazy<LayerFactor>(() => OptimalBrainCompensation.Factorize(PerGroup[key.Group], options))).Value;
     }
 
     /// <summary>
@@ -59,7 +59,7 @@ internal sealed record LayerHessian(string Weight, int Rows, int Columns, int Gr
                 }
             }
 
-            total += OptimalBrainCompensation.QuadraticForms(delta, perGroup, Columns, PerGroup[g]);
+            total += PerGroup[g].QuadraticForms(delta, perGroup);
         }
 
         return total;
@@ -91,14 +91,11 @@ internal static class LayerHessians
             return new Dictionary<string, LayerHessian>(StringComparer.Ordinal);
         }
 
-        // The layers' inputs become extra graph outputs of a copy of the model.
-        var proto = model.Proto.Clone();
+        // The layers' inputs become extra graph outputs of a copy of the model (one that shares its tensors).
+        var proto = OnnxModel.ShallowCopy(model.Proto);
         foreach (var (name, values) in replaced ?? new Dictionary<string, float[]>())
         {
-            if (OnnxModel.FindTensor(proto.Graph, name) is { DataType: (int)TensorProto.Types.DataType.Float } tensor)
-            {
-                OnnxModel.SetFloatValues(tensor, values);
-            }
+            OnnxModel.ReplaceFloatValues(proto.Graph, name, values);
         }
 
         var existing = new HashSet<string>(proto.Graph.Output.Select(o => o.Name), StringComparer.Ordinal);
@@ -108,15 +105,16 @@ internal static class LayerHessians
             proto.Graph.Output.Add(new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1 } } });
         }
 
-        var grams = layers.Select(l => Enumerable.Range(0, l.Groups).Select(_ => new double[l.Columns * l.Columns]).ToArray()).ToArray();
+        var grams = layers.Select(l => Enumerable.Range(0, l.Groups).Select(_ => new SymmetricMatrix(l.Columns)).ToArray()).ToArray();
         var vectors = new long[layers.Length];
+        var scratch = new ConcurrentBag<GramScratch>();
         ModelEvaluator.Stream(proto.ToByteArray(), data, names, model.Path, samples, batchSize, batch =>
         {
             // Each layer owns its own sums, so layers accumulate in parallel; batches come in order.
             Parallel.For(0, layers.Length, new ParallelOptions { CancellationToken = cancellation }, i =>
             {
                 var (values, shape) = batch[layers[i].Input];
-                vectors[i] += layers[i].Accumulate(values, shape, grams[i]);
+                vectors[i] += layers[i].Accumulate(values, shape, grams[i], scratch);
             });
         }, MaxActivationBytes, cancellation);
 
@@ -201,9 +199,21 @@ internal static class LayerHessians
         }
 
         /// <summary>Adds this batch's x x^T into <paramref name="grams"/>; returns how many vectors x it held.</summary>
-        public long Accumulate(float[] values, long[] shape, double[][] grams)
+        public long Accumulate(float[] values, long[] shape, SymmetricMatrix[] grams, ConcurrentBag<GramScratch> pool)
         {
-            var scratch = new GramScratch(Columns);
+            var scratch = pool.TryTake(out var free) && free.Capacity >= Columns ? free : new GramScratch(Columns);
+            try
+            {
+                return Accumulate(values, shape, grams, scratch);
+            }
+            finally
+            {
+                pool.Add(scratch);
+            }
+        }
+
+        private long Accumulate(float[] values, long[] shape, SymmetricMatrix[] grams, GramScratch scratch)
+        {
             if (Node.OpType != "Conv")
             {
                 // Every leading index is one vector of Columns inputs.
@@ -216,7 +226,7 @@ internal static class LayerHessians
         }
 
         // im2col, one output position at a time: the patch of each group is a vector of (channel, kernel offset).
-        private long AccumulatePatches(float[] values, long[] shape, double[][] grams, GramScratch scratch)
+        private long AccumulatePatches(float[] values, long[] shape, SymmetricMatrix[] grams, GramScratch scratch)
         {
             var spatial = shape.Length - 2;
             var kernel = Weight.Shape.Skip(2).Select(d => (int)d).ToArray();
@@ -232,7 +242,7 @@ internal static class LayerHessians
             var kernelSize = kernel.Aggregate(1, (a, b) => a * b);
             var positions = outputSize.Aggregate(1, (a, b) => a * b);
             var inputSize = input.Aggregate(1, (a, b) => a * b);
-            var patch = new float[Columns * RowsPerProduct];
+            var patch = scratch.Patch;
             var offsets = Enumerable.Range(0, kernelSize).Select(k => Unravel(k, kernel)).ToArray();
             long count = 0;
             for (var g = 0; g < Groups; g++)
@@ -292,25 +302,34 @@ internal static class LayerHessians
     }
 
     /// <summary>
-    /// The layers' inputs of one batch may take this much (they are copied once more for the Gram sums): the
-    /// batch size shrinks to fit, down to one sample, so large images do not multiply the peak memory.
+    /// The layers' inputs of one batch may take this much (ONNX Runtime holds them as graph outputs, and they are
+    /// copied once more for the Gram sums): the batch size shrinks to fit, down to one sample, so large images do
+    /// not multiply the peak memory. ResNet-50's 54 layer inputs take about 30 MB per image of 224 x 224, so this
+    /// runs two at a time; the Gram sums, not the batch size, set the stage's speed.
     /// </summary>
-    private const long MaxActivationBytes = 256L << 20;
+    private const long MaxActivationBytes = 64L << 20;
 
     // Rows per product when adding to a Gram matrix: the kernel's inner block.
     private const int RowsPerProduct = 256;
 
-    // The product's operands for up to RowsPerProduct rows of n inputs, made once per batch and layer.
+    // The product's operands for up to RowsPerProduct rows of n inputs, and a convolution's patches. Taken from
+    // the computation's pool for a layer's batch and put back: a new set per layer and batch (28 MB for
+    // ResNet-50's widest layer) was garbage the collector let pile up; the pool holds one per thread that
+    // accumulates at once, grown to the widest layer, and goes when the computation ends.
     private sealed class GramScratch(int n)
     {
+        public int Capacity { get; } = n;
+
         public double[] Rows { get; } = new double[(long)RowsPerProduct * n];
 
         public double[] NegatedTranspose { get; } = new double[(long)n * RowsPerProduct];
+
+        public float[] Patch { get; } = new float[(long)RowsPerProduct * n];
     }
 
     // gram += X^T X over the `count` rows of X (length n, at `stride`), as the product kernel's C -= (-X^T) X, in
     // chunks of rows: compute-bound tiles instead of one strided dot product per entry.
-    private static void AddRows(double[] gram, float[] rows, int first, int count, int n, int stride, GramScratch scratch)
+    private static void AddRows(SymmetricMatrix gram, float[] rows, int first, int count, int n, int stride, GramScratch scratch)
     {
         var x = scratch.Rows;
         var negatedTranspose = scratch.NegatedTranspose;
@@ -328,7 +347,7 @@ internal static class LayerHessians
                 }
             }
 
-            DenseKernels.MultiplySubtract(new MatrixView(negatedTranspose, 0, depth), new MatrixView(x, 0, n), new MatrixView(gram, 0, n), n, n, depth, parallel: true);
+            gram.AddGram(x, negatedTranspose, depth);
         }
     }
 

@@ -101,16 +101,26 @@ internal static class OptimalBrainCompensation
         return Run(weights, rows, Factorize(hessian, columns, options), round, LayerPruning.None, options.BlockSize);
     }
 
-    /// <summary>Factorises a layer's Hessian for <see cref="Run(float[], int, LayerFactor, RoundWeight, LayerPruning, int)"/>.</summary>
+    /// <summary>Factorises a layer's Hessian, given whole and row-major, for <see cref="Run(float[], int, LayerFactor, RoundWeight, LayerPruning, int)"/>.</summary>
     /// <exception cref="NotPositiveDefiniteException">H stays singular after dampening.</exception>
     public static LayerFactor Factorize(double[] hessian, int columns, CompensationOptions options)
     {
         ArgumentNullException.ThrowIfNull(hessian);
-        ArgumentNullException.ThrowIfNull(options);
         if (hessian.Length != (long)columns * columns)
         {
             throw new ArgumentException($"A layer of {columns} inputs needs a {columns} x {columns} Hessian.", nameof(hessian));
         }
+
+        return Factorize(SymmetricMatrix.FromDense(hessian, columns), options);
+    }
+
+    /// <summary>Factorises a layer's Hessian for <see cref="Run(float[], int, LayerFactor, RoundWeight, LayerPruning, int)"/>.</summary>
+    /// <exception cref="NotPositiveDefiniteException">H stays singular after dampening.</exception>
+    public static LayerFactor Factorize(SymmetricMatrix hessian, CompensationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(hessian);
+        ArgumentNullException.ThrowIfNull(options);
+        var columns = hessian.Size;
 
         // Inputs that never fire carry no information: their weights cannot change the output, so they are
         // rounded as they are with nothing to compensate (a unit diagonal keeps H invertible). Dampening and the
@@ -119,7 +129,7 @@ internal static class OptimalBrainCompensation
         var dead = new bool[columns];
         for (var j = 0; j < columns; j++)
         {
-            diagonal[j] = hessian[((long)j * columns) + j];
+            diagonal[j] = hessian[j, j];
             if (diagonal[j] == 0)
             {
                 dead[j] = true;
@@ -129,10 +139,10 @@ internal static class OptimalBrainCompensation
 
         Dampen(diagonal, options.Dampening);
         var order = ColumnOrder(diagonal, options.Order);
-        return new LayerFactor(columns, order, dead, UpperCholeskyOfInverse(hessian, diagonal, order, columns));
+        return new LayerFactor(columns, order, dead, UpperCholeskyOfInverse(hessian, diagonal, order));
     }
 
-    /// <summary>Rounds (and prunes) one layer with a factorisation made by <see cref="Factorize"/>.</summary>
+    /// <summary>Rounds (and prunes) one layer with a factorisation made by <see cref="Factorize(SymmetricMatrix, CompensationOptions)"/>.</summary>
     /// <param name="weights">rows x columns, row-major; not modified.</param>
     /// <param name="rows">Output channels.</param>
     /// <param name="factor">The layer's factorisation.</param>
@@ -264,6 +274,19 @@ internal static class OptimalBrainCompensation
         return QuadraticForms(delta, rows, columns, hessian);
     }
 
+    /// <summary>The layer's output error tr((W - Q) H (W - Q)^T) for H kept as its upper triangle.</summary>
+    public static double OutputError(ReadOnlySpan<float> weights, ReadOnlySpan<float> rounded, int rows, SymmetricMatrix hessian)
+    {
+        ArgumentNullException.ThrowIfNull(hessian);
+        var delta = new double[(long)rows * hessian.Size];
+        for (var i = 0; i < delta.Length; i++)
+        {
+            delta[i] = weights[i] - rounded[i];
+        }
+
+        return hessian.QuadraticForms(delta, rows);
+    }
+
     /// <summary>
     /// sum_r d_r^T H d_r over the rows of D (rows x n) for a symmetric n x n H: Y = -D H by the product kernel,
     /// then the sum of D * Y in row order, so the result does not depend on the threads.
@@ -307,7 +330,7 @@ internal static class OptimalBrainCompensation
 
     /// <summary>U with U^T U = H^-1 for an H given whole (its own diagonal, natural order).</summary>
     internal static double[] UpperCholeskyOfInverse(double[] h, int n) =>
-        UpperCholeskyOfInverse(h, Enumerable.Range(0, n).Select(j => h[((long)j * n) + j]).ToArray(), Enumerable.Range(0, n).ToArray(), n);
+        UpperCholeskyOfInverse(SymmetricMatrix.FromDense(h, n), Enumerable.Range(0, n).Select(j => h[((long)j * n) + j]).ToArray(), Enumerable.Range(0, n).ToArray());
 
     /// <summary>
     /// U with U^T U = H^-1, upper triangular, for H with <paramref name="diagonal"/> on its diagonal and its
@@ -317,16 +340,17 @@ internal static class OptimalBrainCompensation
     /// the inverse. Reading J X J from a row-major X is reversing the array, so U is made in place. Peak memory is
     /// two n x n matrices.
     /// </summary>
-    internal static double[] UpperCholeskyOfInverse(double[] h, double[] diagonal, int[] order, int n)
+    internal static double[] UpperCholeskyOfInverse(SymmetricMatrix h, double[] diagonal, int[] order)
     {
+        var n = h.Size;
         // The lower triangle of J P^T H P J, P the column order, with the adjusted diagonal.
         var reversed = new double[(long)n * n];
         Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = n < 256 ? 1 : -1 }, a =>
         {
-            var row = (long)order[n - 1 - a] * n;
+            var row = order[n - 1 - a];
             for (var b = 0; b < a; b++)
             {
-                reversed[((long)a * n) + b] = h[row + order[n - 1 - b]];
+                reversed[((long)a * n) + b] = h[row, order[n - 1 - b]];
             }
 
             reversed[((long)a * n) + a] = diagonal[order[n - 1 - a]];

@@ -98,9 +98,9 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
         ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(weights);
         _form = form ?? OutputLoss.ClassLogits;
-        // Parsed once from the in-memory bytes (external data resolved); the slow path works on clones.
-        var bytes = model.ToBytes();
-        _model = ModelProto.Parser.ParseFrom(bytes);
+        // The model's tensors are shared, not copied (external data is already inline in memory); every variant
+        // below is a shallow copy with its own lists, so a large model is held once.
+        _model = OnnxModel.ShallowCopy(model.Proto);
         _data = data;
         _output = output;
         _modelPath = model.Path;
@@ -201,10 +201,13 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
         }
         else
         {
-            var proto = _model.Clone();
+            var proto = OnnxModel.ShallowCopy(_model);
             foreach (var (name, values) in replaced)
             {
-                OnnxModel.SetFloatValues(OnnxModel.FindTensor(proto.Graph, name) ?? throw new ArgumentException($"No tensor '{name}' in the model.", nameof(replaced)), values);
+                if (!OnnxModel.ReplaceFloatValues(proto.Graph, name, values))
+                {
+                    throw new ArgumentException($"No float32 tensor '{name}' in the model.", nameof(replaced));
+                }
             }
 
             outputs = ModelEvaluator.Run(proto.ToByteArray(), _data, _output, _modelPath);
@@ -325,7 +328,7 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
     /// </summary>
     private static ModelProto Shared(ModelProto model, IEnumerable<string> weights, Dictionary<string, long[]> overridable)
     {
-        var shared = model.Clone();
+        var shared = OnnxModel.ShallowCopy(model);
         var inputs = shared.Graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
         foreach (var name in weights)
         {
@@ -356,7 +359,7 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
         {
             if (_prefix is null && !_prefixRefused)
             {
-                var proto = _shared!.Clone();
+                var proto = OnnxModel.ShallowCopy(_shared!);
                 var outputs = proto.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
                 foreach (var value in _parts!.Values.OfType<AffectedGraph>().SelectMany(p => p.Frontier).Distinct(StringComparer.Ordinal).Where(outputs.Add))
                 {

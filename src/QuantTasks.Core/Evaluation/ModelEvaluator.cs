@@ -233,7 +233,9 @@ internal static class ModelEvaluator
     /// added as outputs) to <paramref name="onBatch"/>, so that nothing holds every sample's activations at once.
     /// With <paramref name="maxBatchBytes"/>, the first sample runs alone and its outputs' size fixes a batch size
     /// whose outputs stay within that many bytes (at least one sample, at most <paramref name="batchSize"/>): a
-    /// detector's activations at 640 x 640 are tens of megabytes per sample, a LeNet's a few kilobytes.
+    /// detector's activations at 640 x 640 are tens of megabytes per sample, a LeNet's a few kilobytes. The arrays
+    /// handed over are reused for the next batch of the same size (<paramref name="onBatch"/> must not keep them):
+    /// a new set per batch was garbage the collector let pile up to hundreds of megabytes on ResNet-50.
     /// </summary>
     public static void Stream(byte[] model, DataFile data, IReadOnlyList<string> outputs, string modelPath, int samples, int batchSize,
         Action<IReadOnlyDictionary<string, (float[] Values, long[] Shape)>> onBatch, long maxBatchBytes = long.MaxValue,
@@ -253,13 +255,21 @@ internal static class ModelEvaluator
 
         var total = (int)Math.Min(samples, arrays.Min(a => a.Rows));
         long perSample = 0;
+        var buffers = new float[outputs.Count][];
         void Hand(int count, IDisposableReadOnlyCollection<OrtValue> results)
         {
             var batch = new Dictionary<string, (float[], long[])>(StringComparer.Ordinal);
             long bytes = 0;
             for (var i = 0; i < outputs.Count; i++)
             {
-                var values = results[i].GetTensorDataAsSpan<float>().ToArray();
+                var span = results[i].GetTensorDataAsSpan<float>();
+                if (buffers[i]?.Length != span.Length)
+                {
+                    buffers[i] = new float[span.Length];
+                }
+
+                var values = buffers[i];
+                span.CopyTo(values);
                 bytes += (long)values.Length * sizeof(float);
                 batch[outputs[i]] = (values, results[i].GetTensorTypeAndShape().Shape);
             }

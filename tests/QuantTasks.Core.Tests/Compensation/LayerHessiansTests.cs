@@ -162,7 +162,7 @@ public sealed class LayerHessiansTests : IDisposable
 
                 for (var b = 0; b < hessian.Columns; b++)
                 {
-                    total += ea * h[(a * hessian.Columns) + b] * Element(b);
+                    total += ea * h[a, b] * Element(b);
                 }
             }
         }

@@ -146,6 +146,29 @@ public class OnnxModelTests
         Assert.Equal(untouched.Proto, reread.Proto);
     }
 
+    [Theory]
+    [InlineData("lenet5.onnx")]
+    [InlineData("lenet5-constants.onnx")]
+    public void A_shallow_copy_serializes_as_the_model_and_changes_to_it_leave_the_model_alone(string file)
+    {
+        var model = OnnxModel.Load(Fixtures.Model(file));
+        var before = model.Proto.ToByteArray();
+        var copy = OnnxModel.ShallowCopy(model.Proto);
+        Assert.Equal(before, copy.ToByteArray());
+
+        // What the layer Hessians and the measured loss do with their copies: extra outputs, a tensor replaced.
+        var negated = model.ReadFloats(model.FindTensor("fc2.weight")!).Select(v => -v).ToArray();
+        copy.Graph.Output.Add(new ValueInfoProto { Name = copy.Graph.Node[0].Output[0] });
+        Assert.True(OnnxModel.ReplaceFloatValues(copy.Graph, "fc2.weight", negated));
+        Assert.False(OnnxModel.ReplaceFloatValues(copy.Graph, "no such tensor", negated));
+        copy.IrVersion += 1;
+
+        Assert.Equal(before, model.Proto.ToByteArray());
+        Assert.Equal(negated, TensorValues.ReadAsFloat(OnnxModel.FindTensor(copy.Graph, "fc2.weight")!));
+        Assert.Equal(model.Graph.Output.Count + 1, copy.Graph.Output.Count);
+        Assert.Same(model.Graph.Node[^1], copy.Graph.Node[^1]);
+    }
+
     [Fact]
     public void Replaced_weights_change_what_OnnxRuntime_computes_as_expected()
     {

@@ -15,8 +15,18 @@ internal sealed class QuantizeStage : PipelineStage
     {
         var settings = QuantizerSettings.From(job.Policy.Quantization);
         var tensors = new Blob.StoredTensor[job.Search.Tensors.Count];
-        Parallel.For(0, tensors.Length, new ParallelOptions { CancellationToken = context.Cancellation }, t =>
-            tensors[t] = MixedPrecisionSearch.Quantize(job.Search.Tensors[t], job.Values[t], settings));
+
+        // Compensated tensors one at a time: each factorises its layer Hessian (two n x n float64 arrays while it
+        // does, 340 MB for 4,608 columns), and the factorisation and the rounding are parallel inside.
+        var compensated = job.Search.Tensors.Any(c => c.Compensation is not null);
+        var options = new ParallelOptions { MaxDegreeOfParallelism = compensated ? 1 : Environment.ProcessorCount, CancellationToken = context.Cancellation };
+        Parallel.For(0, tensors.Length, options, t =>
+        {
+            tensors[t] = MixedPrecisionSearch.Quantize(job.Search.Tensors[t], job.Values[t], settings);
+
+            // The factorisation (n x n per layer) is not needed again unless the joint check moves this tensor.
+            job.Search.Tensors[t].Compensation?.Hessian.ReleaseFactors();
+        });
         job.Tensors = tensors;
 
         var quantization = job.Policy.Quantization;

@@ -1,0 +1,140 @@
+namespace QuantTasks.Compensation;
+
+/// <summary>
+/// A symmetric n x n float64 matrix (a layer Hessian) kept as its upper triangle, in panels of
+/// <see cref="PanelWidth"/> columns: panel p holds rows 0 to the panel's last column of its columns, dense and
+/// row-major. A network's layer Hessians are all accumulated in one pass over the data, so they are all held at
+/// once; storing each once instead of twice halves that (ResNet-50: 1.0 GB as full matrices, 0.53 GB in panels),
+/// and the Gram sums skip the lower triangle's products. Each panel is the product kernel's output view, so the
+/// sums are as fast per element as on a full matrix, and no array exceeds n x <see cref="PanelWidth"/> elements.
+/// </summary>
+internal sealed class SymmetricMatrix
+{
+    /// <summary>Columns per panel: the diagonal blocks (stored whole) waste a 1/(2 x panels) share at most.</summary>
+    public const int PanelWidth = 256;
+
+    private readonly double[][] _panels;
+
+    /// <summary>A zero matrix of <paramref name="size"/> x <paramref name="size"/>.</summary>
+    public SymmetricMatrix(int size)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(size);
+        Size = size;
+        _panels = new double[(size + PanelWidth - 1) / PanelWidth][];
+        for (var p = 0; p < _panels.Length; p++)
+        {
+            _panels[p] = new double[(long)End(p) * Width(p)];
+        }
+    }
+
+    /// <summary>Rows and columns.</summary>
+    public int Size { get; }
+
+    /// <summary>Element (i, j), the same as (j, i).</summary>
+    public double this[int i, int j]
+    {
+        get
+        {
+            var (row, column) = i <= j ? (i, j) : (j, i);
+            var p = column / PanelWidth;
+            return _panels[p][((long)row * Width(p)) + column - (p * PanelWidth)];
+        }
+    }
+
+    /// <summary>The symmetric matrix whose upper triangle is that of the row-major <paramref name="dense"/> (the lower one is not read).</summary>
+    public static SymmetricMatrix FromDense(double[] dense, int size)
+    {
+        ArgumentNullException.ThrowIfNull(dense);
+        if (dense.Length != (long)size * size)
+        {
+            throw new ArgumentException($"A {size} x {size} matrix needs {(long)size * size} elements, not {dense.Length}.", nameof(dense));
+        }
+
+        var matrix = new SymmetricMatrix(size);
+        for (var p = 0; p < matrix._panels.Length; p++)
+        {
+            var (first, width) = (p * PanelWidth, Width(p, size));
+            for (var i = 0; i < matrix.End(p); i++)
+            {
+                Array.Copy(dense, ((long)i * size) + first, matrix._panels[p], (long)i * width, width);
+            }
+        }
+
+        return matrix;
+    }
+
+    /// <summary>The full row-major matrix, both triangles (for references and tests; n x n elements).</summary>
+    public double[] ToDense()
+    {
+        var dense = new double[(long)Size * Size];
+        for (var i = 0; i < Size; i++)
+        {
+            for (var j = 0; j < Size; j++)
+            {
+                dense[((long)i * Size) + j] = this[i, j];
+            }
+        }
+
+        return dense;
+    }
+
+    /// <summary>
+    /// Adds X^T X for the <paramref name="depth"/> rows of X (depth x n, row-major in <paramref name="rows"/>), given
+    /// also as -X^T (n x depth in <paramref name="negatedTranspose"/>): per panel, its rows of -X^T times its columns
+    /// of X subtracted, each element summed in the kernel's fixed order.
+    /// </summary>
+    public void AddGram(double[] rows, double[] negatedTranspose, int depth)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        ArgumentNullException.ThrowIfNull(negatedTranspose);
+        for (var p = 0; p < _panels.Length; p++)
+        {
+            var width = Width(p);
+            DenseKernels.MultiplySubtract(new MatrixView(negatedTranspose, 0, depth), new MatrixView(rows, p * PanelWidth, Size),
+                new MatrixView(_panels[p], 0, width), End(p), width, depth, parallel: true);
+        }
+    }
+
+    /// <summary>
+    /// sum_r d_r^T M d_r over the rows of D (<paramref name="rows"/> x n, row-major): per panel, the columns' share
+    /// from the rows above the diagonal block (counted twice, for the lower triangle not stored) and from the
+    /// diagonal block, products by the kernel and summed in row order, so the result does not depend on threads.
+    /// </summary>
+    public double QuadraticForms(double[] delta, int rows)
+    {
+        ArgumentNullException.ThrowIfNull(delta);
+        if (delta.Length != (long)rows * Size)
+        {
+            throw new ArgumentException($"{rows} rows of {Size} need {(long)rows * Size} elements, not {delta.Length}.", nameof(delta));
+        }
+
+        double total = 0;
+        var d = new MatrixView(delta, 0, Size);
+        for (var p = 0; p < _panels.Length; p++)
+        {
+            var (first, width) = (p * PanelWidth, Width(p));
+            var panel = new MatrixView(_panels[p], 0, width);
+            var above = new double[(long)rows * width];
+            var block = new double[(long)rows * width];
+            DenseKernels.MultiplySubtract(d, panel, new MatrixView(above, 0, width), rows, width, first, parallel: true);
+            DenseKernels.MultiplySubtract(d.At(0, first), panel.At(first, 0), new MatrixView(block, 0, width), rows, width, width, parallel: true);
+            for (var r = 0; r < rows; r++)
+            {
+                for (var c = 0; c < width; c++)
+                {
+                    var at = ((long)r * width) + c;
+                    total -= delta[((long)r * Size) + first + c] * ((2 * above[at]) + block[at]);
+                }
+            }
+        }
+
+        return total;
+    }
+
+    private static int Width(int panel, int size) => Math.Min(PanelWidth, size - (panel * PanelWidth));
+
+    private int Width(int panel) => Width(panel, Size);
+
+    // Rows held by a panel: every row up to its last column.
+    private int End(int panel) => (panel * PanelWidth) + Width(panel);
+}
