@@ -28,10 +28,13 @@ internal sealed class SearchStage : PipelineStage
                 context.Progress, cancellation: context.Cancellation);
             if (measured is not null)
             {
-                var (candidates, _) = measured.Throughput;
+                // The runs' own time beside the search's: with calibrated-output-error the search is mostly
+                // compensation, and its time over the few measured candidates read as seconds per measurement.
+                var (candidates, runSeconds) = measured.Throughput;
                 var seconds = clock.Elapsed.TotalSeconds;
+                var what = policy.Quantization.Omega == OmegaKind.Measured ? "measured Omega" : "calibrated output error";
                 context.Note?.Invoke(FormattableString.Invariant(
-                    $"{job.Name}: measured Omega: {candidates} candidates in {seconds:0.0} s ({candidates / Math.Max(seconds, 1e-9):0.0} per second) on {measured.Samples} calibration samples"));
+                    $"{job.Name}: {what}: {candidates} candidates measured on {measured.Samples} calibration samples, {runSeconds:0.0} s of ONNX Runtime runs (summed over threads); search {seconds:0.0} s, {candidates / Math.Max(seconds, 1e-9):0.0} candidates per second"));
             }
         }
         catch (QuantException e) when (e.Location is null && e.Code is ErrorCode.BudgetInfeasible or ErrorCode.QuantizerNeedsHessian)
