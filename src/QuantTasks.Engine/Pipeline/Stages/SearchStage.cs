@@ -1,3 +1,4 @@
+using System.Text.Json;
 using QuantTasks.Diagnostics;
 using QuantTasks.Evaluation;
 using QuantTasks.Policy;
@@ -30,11 +31,12 @@ internal sealed class SearchStage : PipelineStage
             {
                 // The runs' own time beside the search's: with calibrated-output-error the search is mostly
                 // compensation, and its time over the few measured candidates read as seconds per measurement.
+                // No "error" before a colon: MSBuild reads "origin: ... error code: text" as an error.
                 var (candidates, runSeconds) = measured.Throughput;
                 var seconds = clock.Elapsed.TotalSeconds;
-                var what = policy.Quantization.Omega == OmegaKind.Measured ? "measured Omega" : "calibrated output error";
+                var omega = JsonNamingPolicy.KebabCaseLower.ConvertName(policy.Quantization.Omega.ToString());
                 context.Note?.Invoke(FormattableString.Invariant(
-                    $"{job.Name}: {what}: {candidates} candidates measured on {measured.Samples} calibration samples, {runSeconds:0.0} s of ONNX Runtime runs (summed over threads); search {seconds:0.0} s, {candidates / Math.Max(seconds, 1e-9):0.0} candidates per second"));
+                    $"{job.Name}: {candidates} candidates measured for omega {omega} on {measured.Samples} calibration samples in {runSeconds:0.0} s of ONNX Runtime runs (summed over threads); search {seconds:0.0} s, {candidates / Math.Max(seconds, 1e-9):0.0} candidates per second"));
             }
         }
         catch (QuantException e) when (e.Location is null && e.Code is ErrorCode.BudgetInfeasible or ErrorCode.QuantizerNeedsHessian)
