@@ -110,12 +110,16 @@ internal sealed class SymmetricMatrix
 
         double total = 0;
         var d = new MatrixView(delta, 0, Size);
+
+        // One pair of products for every panel (the search calls this once per candidate).
+        var above = new double[(long)rows * Math.Min(PanelWidth, Size)];
+        var block = new double[above.Length];
         for (var p = 0; p < _panels.Length; p++)
         {
             var (first, width) = (p * PanelWidth, Width(p));
             var panel = new MatrixView(_panels[p], 0, width);
-            var above = new double[(long)rows * width];
-            var block = new double[(long)rows * width];
+            Array.Clear(above);
+            Array.Clear(block);
             DenseKernels.MultiplySubtract(d, panel, new MatrixView(above, 0, width), rows, width, first, parallel: true);
             DenseKernels.MultiplySubtract(d.At(0, first), panel.At(first, 0), new MatrixView(block, 0, width), rows, width, width, parallel: true);
             for (var r = 0; r < rows; r++)

@@ -93,10 +93,12 @@ internal static class JointCheck
         (int, float[])[] All(int except = -1, int tensor = -1, float[]? replacement = null) =>
             quantized.Where(t => t != except || tensor == except).Select(t => (t, t == tensor ? replacement! : dequantized[t]!)).ToArray();
 
-        // Each chosen tensor's own loss increase: the search's Omega when it is one, else measured alone. Loops
-        // that measure wait for ONNX Runtime's turn; one body per core keeps the thread pool from starting more.
+        // Loops that measure wait for ONNX Runtime's turn; one body per core keeps the thread pool from starting more.
+        var perCore = new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellation };
+
+        // Each chosen tensor's own loss increase: the search's Omega when it is one, else measured alone.
         var alone = new double[search.Tensors.Count];
-        Parallel.ForEach(quantized, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellation }, t =>
+        Parallel.ForEach(quantized, perCore, t =>
             alone[t] = omegaIsLoss ? search.Tensors[t].Omega : Math.Max(0, Measure([(t, dequantized[t]!)])));
         var assumed = quantized.Sum(t => alone[t]);
         var joint = quantized.Length == 0 ? 0 : Measure(All());
@@ -115,7 +117,7 @@ internal static class JointCheck
         var minimum = space is null || quantized.Length == 0 ? 0 : quantized.Min(t => space.Candidates(t).Count) + 1;
         if (trigger == "gate" && omegaIsLoss && measureAloneToCorrect && passes + quantized.Length + minimum <= options.MaxPasses)
         {
-            Parallel.ForEach(quantized, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellation }, t =>
+            Parallel.ForEach(quantized, perCore, t =>
                 alone[t] = Math.Max(0, Measure([(t, dequantized[t]!)])));
             omegaIsLoss = false;
         }
@@ -141,7 +143,7 @@ internal static class JointCheck
             // tensor's contribution is its own loss inflated as much as the whole's.
             var without = new double[search.Tensors.Count];
             var inflation = quantized.Sum(t => alone[t]) is var sum && sum > 0 ? joint / sum : 1;
-            Parallel.ForEach(quantized, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellation }, t =>
+            Parallel.ForEach(quantized, perCore, t =>
                 without[t] = leaveOneOut ? Measure(All(except: t)) : joint - (alone[t] * inflation));
             var context = quantized.ToDictionary(t => t, t => joint - without[t]);
             var worstCount = options.Worst > 0 ? options.Worst : Math.Max(1, (quantized.Length + 3) / 4);
@@ -169,13 +171,16 @@ internal static class JointCheck
             foreach (var t in worst)
             {
                 var costs = new double[space.Candidates(t).Count];
-                Parallel.For(0, costs.Length, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellation }, k =>
+                Parallel.For(0, costs.Length, perCore, k =>
                 {
                     var candidate = k == chosen[t] ? dequantized[t]! : Quantize(space.Choice(t, k), values[t], settings).Quantized!.Dequantize();
                     costs[k] = Math.Max(0, Measure(All(except: t, tensor: t, replacement: candidate)) - without[t]);
                 });
                 inContext[t] = costs;
-                ReleaseFactors(space, t);
+
+                // Its candidates shared one factorisation of the layer Hessian (every candidate of a tensor holds the
+                // same Hessian); dropped now, so a large network does not hold every layer's factor at once.
+                space.Choice(t, 0).Compensation?.Hessian.ReleaseFactors();
             }
 
             // The others' Omegas in loss units: scaled so that the chosen candidate costs what it adds in context.
@@ -210,7 +215,7 @@ internal static class JointCheck
 
             var trial = current.ToArray();
             var trialValues = dequantized.ToArray();
-            Parallel.ForEach(requantize, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellation }, t =>
+            Parallel.ForEach(requantize, perCore, t =>
             {
                 trial[t] = Quantize(proposed[t], values[t], settings);
                 proposed[t].Compensation?.Hessian.ReleaseFactors();
@@ -243,11 +248,6 @@ internal static class JointCheck
 
         return new JointCheckOutcome(result, current, new JointCheckReport(initiallyAssumed, measured, joint, rounds, passes, moved.ToArray(), trigger));
     }
-
-    // A tensor's candidates share one factorisation of its layer Hessian while they are measured; it is dropped
-    // afterwards, so that a large network does not hold every layer's factor at once.
-    // Every candidate of a tensor holds the same layer Hessian.
-    private static void ReleaseFactors(SearchSpace space, int t) => space.Choice(t, 0).Compensation?.Hessian.ReleaseFactors();
 
     private static StoredTensor Quantize(TensorChoice choice, float[] values, QuantizerSettings settings) =>
         MixedPrecisionSearch.Quantize(choice, values, settings);
