@@ -256,60 +256,87 @@ internal static class DenseKernels
     }
 
     /// <summary>
-    /// The inverse of the lower triangular n x n matrix <paramref name="l"/> (lower triangle read), as a new
-    /// lower triangular matrix (upper triangle zero). Column blocks are independent; within one, each block row is
-    /// X_IJ = L_II^-1 (-L_I,J..I X_J..I,J), the product by <see cref="MultiplySubtract"/>.
+    /// Replaces the lower triangular n x n matrix <paramref name="l"/> (lower triangle read) by its inverse, lower
+    /// triangular with the upper triangle zero. In place, so a layer's factorisation needs one n x n matrix, not
+    /// two (ResNet-50's widest layers: 170 MB each). Column blocks go right to left: with C^-1 already in place
+    /// below and right of block J, the blocks under its diagonal are X = -C^-1 (B L_JJ^-1), B the blocks' old
+    /// values, formed one block row at a time by <see cref="MultiplySubtract"/>'s kernel (rows in parallel).
     /// </summary>
-    public static double[] InvertLower(double[] l, int n)
+    public static void InvertLowerInPlace(double[] l, int n)
     {
-        var x = new double[(long)n * n];
-        var source = new MatrixView(l, 0, n);
-        var target = new MatrixView(x, 0, n);
-        var blocks = (n + FactorBlock - 1) / FactorBlock;
-        Parallel.For(0, blocks, new ParallelOptions { MaxDegreeOfParallelism = n < 128 ? 1 : -1 }, block =>
+        var matrix = new MatrixView(l, 0, n);
+        var diagonalInverse = new double[FactorBlock * FactorBlock];
+        var inverse = new MatrixView(diagonalInverse, 0, FactorBlock);
+        var scaled = new double[(long)FactorBlock * n];
+        for (var j0 = ((n - 1) / FactorBlock) * FactorBlock; j0 >= 0; j0 -= FactorBlock)
         {
-            var j0 = block * FactorBlock;
             var width = Math.Min(FactorBlock, n - j0);
+            var j1 = j0 + width;
 
-            // The diagonal block's inverse by forward substitution, column by column.
+            // L_JJ^-1 by forward substitution, column by column, into scratch (its upper triangle zero).
+            Array.Clear(diagonalInverse);
             for (var c = 0; c < width; c++)
             {
-                var column = j0 + c;
-                target[column, column] = 1 / source[column, column];
-                for (var i = column + 1; i < j0 + width; i++)
+                inverse[c, c] = 1 / matrix[j0 + c, j0 + c];
+                for (var i = c + 1; i < width; i++)
                 {
                     double value = 0;
-                    for (var p = column; p < i; p++)
+                    for (var p = c; p < i; p++)
                     {
-                        value -= source[i, p] * target[p, column];
+                        value -= matrix[j0 + i, j0 + p] * inverse[p, c];
                     }
 
-                    target[i, column] = value / source[i, i];
+                    inverse[i, c] = value / matrix[j0 + i, j0 + i];
                 }
             }
 
-            for (var i0 = j0 + width; i0 < n; i0 += FactorBlock)
+            var below = n - j1;
+            if (below > 0)
             {
-                var rows = Math.Min(FactorBlock, n - i0);
-                MultiplySubtractSerial(source.At(i0, j0), target.At(j0, j0), target.At(i0, j0), rows, width, i0 - j0);
-
-                // Then L_II^-1 applied by forward substitution within the block.
-                for (var c = 0; c < width; c++)
+                // T = B L_JJ^-1 (below x width, row-major in scratch), then B's place is cleared for the product.
+                var t = new MatrixView(scaled, 0, width);
+                Parallel.For(0, below, new ParallelOptions { MaxDegreeOfParallelism = (long)below * width * width < 1 << 16 ? 1 : -1 }, k =>
                 {
-                    for (var i = i0; i < i0 + rows; i++)
+                    var i = j1 + k;
+                    for (var c = 0; c < width; c++)
                     {
-                        var value = target[i, j0 + c];
-                        for (var p = i0; p < i; p++)
+                        double value = 0;
+                        for (var p = c; p < width; p++)
                         {
-                            value -= source[i, p] * target[p, j0 + c];
+                            value += matrix[i, j0 + p] * inverse[p, c];
                         }
 
-                        target[i, j0 + c] = value / source[i, i];
+                        t[k, c] = value;
                     }
+
+                    l.AsSpan((int)(((long)i * n) + j0), width).Clear();
+                });
+
+                // X_IJ = -sum over P <= I of C^-1_IP T_P: only the lower triangle of C^-1 is non-zero, so each block
+                // row stops at its own diagonal block. Longer block rows first, so the threads finish together.
+                var blocks = (below + FactorBlock - 1) / FactorBlock;
+                Parallel.For(0, blocks, new ParallelOptions { MaxDegreeOfParallelism = (long)below * below * width < 1 << 18 ? 1 : -1 }, block =>
+                {
+                    var r0 = (blocks - 1 - block) * FactorBlock;
+                    var rows = Math.Min(FactorBlock, below - r0);
+                    MultiplySubtractSerial(matrix.At(j1 + r0, j1), t, matrix.At(j1 + r0, j0), rows, width, r0 + rows);
+                });
+            }
+
+            // The diagonal block last: the products above read only the blocks right of it.
+            for (var i = 0; i < width; i++)
+            {
+                for (var c = 0; c < width; c++)
+                {
+                    matrix[j0 + i, j0 + c] = inverse[i, c];
                 }
             }
-        });
+        }
 
-        return x;
+        // The strict upper triangle: the factorisation leaves values there inside its diagonal blocks.
+        for (var i = 0; i < n; i++)
+        {
+            l.AsSpan((int)(((long)i * n) + i + 1), n - i - 1).Clear();
+        }
     }
 }

@@ -41,25 +41,31 @@ internal sealed record LayerHessian(string Weight, int Rows, int Columns, int Gr
     /// </summary>
     public void ReleaseFactors() => _factors.Clear();
 
+    /// <summary>The bytes one setting's factorisation holds: an n x n float64 matrix per group.</summary>
+    public long FactorBytes => (long)Groups * Columns * Columns * sizeof(double);
+
     /// <summary>The layer's output error sum_r (w_r - q_r)^T H (w_r - q_r), with both tensors in their stored layout.</summary>
-    public double OutputError(ReadOnlySpan<float> original, ReadOnlySpan<float> rounded)
+    public double OutputError(float[] original, float[] rounded)
     {
+        ArgumentNullException.ThrowIfNull(original);
+        ArgumentNullException.ThrowIfNull(rounded);
         var perGroup = Rows / Groups;
         double total = 0;
         for (var g = 0; g < Groups; g++)
         {
-            var delta = new double[(long)perGroup * Columns];
-            for (var r = 0; r < perGroup; r++)
+            var firstRow = g * perGroup;
+            total += PerGroup[g].QuadraticForms(perGroup, (first, count, target) =>
             {
-                var row = (g * perGroup) + r;
-                for (var j = 0; j < Columns; j++)
+                for (var r = 0; r < count; r++)
                 {
-                    var index = Transposed ? (j * Rows) + row : (row * Columns) + j;
-                    delta[((long)r * Columns) + j] = original[index] - rounded[index];
+                    var row = firstRow + first + r;
+                    for (var j = 0; j < Columns; j++)
+                    {
+                        var index = Transposed ? (j * Rows) + row : (row * Columns) + j;
+                        target[(r * Columns) + j] = original[index] - rounded[index];
+                    }
                 }
-            }
-
-            total += PerGroup[g].QuadraticForms(delta, perGroup);
+            });
         }
 
         return total;

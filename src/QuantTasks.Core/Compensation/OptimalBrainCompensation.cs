@@ -275,16 +275,25 @@ internal static class OptimalBrainCompensation
     }
 
     /// <summary>The layer's output error tr((W - Q) H (W - Q)^T) for H kept as its upper triangle.</summary>
-    public static double OutputError(ReadOnlySpan<float> weights, ReadOnlySpan<float> rounded, int rows, SymmetricMatrix hessian)
+    public static double OutputError(float[] weights, float[] rounded, int rows, SymmetricMatrix hessian)
     {
+        ArgumentNullException.ThrowIfNull(weights);
+        ArgumentNullException.ThrowIfNull(rounded);
         ArgumentNullException.ThrowIfNull(hessian);
-        var delta = new double[(long)rows * hessian.Size];
-        for (var i = 0; i < delta.Length; i++)
+        var n = hessian.Size;
+        if (weights.Length != (long)rows * n || rounded.Length != weights.Length)
         {
-            delta[i] = weights[i] - rounded[i];
+            throw new ArgumentException($"A {rows} x {n} layer needs {(long)rows * n} weights, rounded as many.");
         }
 
-        return hessian.QuadraticForms(delta, rows);
+        return hessian.QuadraticForms(rows, (first, count, target) =>
+        {
+            var offset = first * n;
+            for (var i = 0; i < target.Length; i++)
+            {
+                target[i] = weights[offset + i] - rounded[offset + i];
+            }
+        });
     }
 
     /// <summary>
@@ -337,8 +346,8 @@ internal static class OptimalBrainCompensation
     /// columns in <paramref name="order"/>, without forming H^-1: H = U^-1 U^-T, so V = U^-1 is the upper factor
     /// of H = V V^T, which is the lower Cholesky factor L of the reversed matrix J H J read backwards (V = J L J).
     /// Hence U = J L^-1 J: one Cholesky and one triangular inverse, half the work of inverting H and factorising
-    /// the inverse. Reading J X J from a row-major X is reversing the array, so U is made in place. Peak memory is
-    /// two n x n matrices.
+    /// the inverse. Reading J X J from a row-major X is reversing the array, so U is made in place. Beside H, the
+    /// working memory is this one n x n matrix.
     /// </summary>
     internal static double[] UpperCholeskyOfInverse(SymmetricMatrix h, double[] diagonal, int[] order)
     {
@@ -357,9 +366,9 @@ internal static class OptimalBrainCompensation
         });
 
         DenseKernels.CholeskyInPlace(reversed, n);
-        var u = DenseKernels.InvertLower(reversed, n);
-        Array.Reverse(u);
-        return u;
+        DenseKernels.InvertLowerInPlace(reversed, n);
+        Array.Reverse(reversed);
+        return reversed;
     }
 }
 

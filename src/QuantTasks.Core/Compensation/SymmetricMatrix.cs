@@ -1,5 +1,8 @@
 namespace QuantTasks.Compensation;
 
+/// <summary>Writes rows <paramref name="first"/> to first + count - 1 of a matrix D (count x n, row-major) into <paramref name="target"/>.</summary>
+internal delegate void DeltaRows(int first, int count, Span<double> target);
+
 /// <summary>
 /// A symmetric n x n float64 matrix (a layer Hessian) kept as its upper triangle, in panels of
 /// <see cref="PanelWidth"/> columns: panel p holds rows 0 to the panel's last column of its columns, dense and
@@ -108,32 +111,63 @@ internal sealed class SymmetricMatrix
             throw new ArgumentException($"{rows} rows of {Size} need {(long)rows * Size} elements, not {delta.Length}.", nameof(delta));
         }
 
-        double total = 0;
-        var d = new MatrixView(delta, 0, Size);
+        return QuadraticForms(rows, (first, count, target) => delta.AsSpan(first * Size, count * Size).CopyTo(target));
+    }
 
-        // One pair of products for every panel (the search calls this once per candidate).
-        var above = new double[(long)rows * Math.Min(PanelWidth, Size)];
-        var block = new double[above.Length];
-        for (var p = 0; p < _panels.Length; p++)
+    /// <summary>
+    /// The same sum with D made <see cref="ChunkRows"/> rows at a time by <paramref name="deltaRows"/>: the search
+    /// calls this for every candidate of every layer, and a whole D in float64 is twice the layer's float32 weights
+    /// (ResNet-50's widest: 19 MB per call, three calls per candidate), garbage the collector would let pile up.
+    /// The chunks are the product kernel's row blocks, so the Hessian is not streamed more often than it was.
+    /// </summary>
+    public double QuadraticForms(int rows, DeltaRows deltaRows)
+    {
+        ArgumentNullException.ThrowIfNull(deltaRows);
+        var chunk = Math.Clamp(rows, 1, ChunkRows);
+        var widest = Math.Min(PanelWidth, Size);
+        var pool = System.Buffers.ArrayPool<double>.Shared;
+        var delta = pool.Rent(chunk * Size);
+        var above = pool.Rent(chunk * widest);
+        var block = pool.Rent(chunk * widest);
+        try
         {
-            var (first, width) = (p * PanelWidth, Width(p));
-            var panel = new MatrixView(_panels[p], 0, width);
-            Array.Clear(above);
-            Array.Clear(block);
-            DenseKernels.MultiplySubtract(d, panel, new MatrixView(above, 0, width), rows, width, first, parallel: true);
-            DenseKernels.MultiplySubtract(d.At(0, first), panel.At(first, 0), new MatrixView(block, 0, width), rows, width, width, parallel: true);
-            for (var r = 0; r < rows; r++)
+            double total = 0;
+            var d = new MatrixView(delta, 0, Size);
+            for (var r0 = 0; r0 < rows; r0 += chunk)
             {
-                for (var c = 0; c < width; c++)
+                var count = Math.Min(chunk, rows - r0);
+                deltaRows(r0, count, delta.AsSpan(0, count * Size));
+                for (var p = 0; p < _panels.Length; p++)
                 {
-                    var at = ((long)r * width) + c;
-                    total -= delta[((long)r * Size) + first + c] * ((2 * above[at]) + block[at]);
+                    var (first, width) = (p * PanelWidth, Width(p));
+                    var panel = new MatrixView(_panels[p], 0, width);
+                    Array.Clear(above, 0, count * width);
+                    Array.Clear(block, 0, count * width);
+                    DenseKernels.MultiplySubtract(d, panel, new MatrixView(above, 0, width), count, width, first, parallel: true);
+                    DenseKernels.MultiplySubtract(d.At(0, first), panel.At(first, 0), new MatrixView(block, 0, width), count, width, width, parallel: true);
+                    for (var r = 0; r < count; r++)
+                    {
+                        for (var c = 0; c < width; c++)
+                        {
+                            var at = (r * width) + c;
+                            total -= delta[(r * Size) + first + c] * ((2 * above[at]) + block[at]);
+                        }
+                    }
                 }
             }
-        }
 
-        return total;
+            return total;
+        }
+        finally
+        {
+            pool.Return(delta);
+            pool.Return(above);
+            pool.Return(block);
+        }
     }
+
+    // Rows of D formed at once: the product kernel's row block.
+    private const int ChunkRows = 64;
 
     private static int Width(int panel, int size) => Math.Min(PanelWidth, size - (panel * PanelWidth));
 

@@ -175,7 +175,34 @@ internal static class MixedPrecisionSearch
         // and the thread pool would start more tensors meanwhile, each holding its layer's factorisation (ResNet-50
         // reached 3.3 GB in this stage with unbounded parallelism).
         var tensorsAtOnce = parallelism > 0 ? parallelism : Environment.ProcessorCount;
+        using var wideLayer = new SemaphoreSlim(1);
         Parallel.For(0, plans.Count, new ParallelOptions { MaxDegreeOfParallelism = tensorsAtOnce, CancellationToken = cancellation }, t =>
+        {
+            // One wide layer's factorisation at a time: it is n x n float64 (ResNet-18's 4,608-input convolutions:
+            // 170 MB) and its candidates' buffers come with it; two at once made the search's peak (ResNet-18: 2.00
+            // GB, one at a time 1.70 GB, for 5% more time). The factorisation and the rounding use both cores anyway.
+            var wide = CompensationOf(t) is { } compensated && compensated.Hessian.FactorBytes >= WideFactorBytes;
+            if (wide)
+            {
+                wideLayer.Wait(cancellation);
+            }
+
+            try
+            {
+                Evaluate(t);
+            }
+            finally
+            {
+                if (wide)
+                {
+                    wideLayer.Release();
+                }
+            }
+
+            progress?.Report((double)Interlocked.Increment(ref done) / plans.Count);
+        });
+
+        void Evaluate(int t)
         {
             var plan = plans[t];
             if (!plan.Quantized)
@@ -240,9 +267,7 @@ internal static class MixedPrecisionSearch
                     candidates[t] = candidates[t].Select(c => c with { Omega = c.Omega * toLoss }).ToArray();
                 }
             }
-
-            progress?.Report((double)Interlocked.Increment(ref done) / plans.Count);
-        });
+        }
 
         var originalBytes = plans.Sum(p => p.Weight.Params * 4);
         var budget = Budget(options.Budget, originalBytes, plans.Sum(p => p.Weight.Params));
@@ -268,6 +293,9 @@ internal static class MixedPrecisionSearch
         var space = new SearchSpace(candidates, budget, originalBytes, options.Search, Materialize);
         return space.Choose(t => candidates[t].Select(c => c.Omega).ToArray());
     }
+
+    /// <summary>Factorisations from this size on are made one at a time (see <see cref="Choose"/>).</summary>
+    private const long WideFactorBytes = 64L << 20;
 
     /// <summary>The bit width whose candidate calibrates <see cref="OmegaKind.CalibratedOutputError"/>.</summary>
     private const int CalibrationBits = 4;

@@ -1,9 +1,11 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime;
 using System.Text.Json;
 using QuantTasks.Blob;
 using QuantTasks.Caching;
 using QuantTasks.Diagnostics;
+using QuantTasks.Engine.Native;
 using QuantTasks.Engine.Pipeline.Stages;
 using QuantTasks.Policy;
 using QuantTasks.Progress;
@@ -166,6 +168,7 @@ internal sealed class QuantizationPipeline
                 _note,
                 cancellation));
             seconds[name] = Math.Round(seconds.GetValueOrDefault(name) + stageClock.Elapsed.TotalSeconds, 3);
+            ReleaseStageMemory();
             done += stage.Share;
             if (job.Cached is { } cached)
             {
@@ -177,6 +180,20 @@ internal sealed class QuantizationPipeline
         job.Report = job.Report with { Seconds = Math.Round(clock.Elapsed.TotalSeconds, 3), Stages = seconds };
         job.Pipeline.Cache?.Put(job.Key, new CachedResult(job.Name, job.Blob.Bytes, job.Code, JsonSerializer.Serialize(job.Report, QuantizationReport.JsonOptions)), _note, cancellation);
         return job;
+    }
+
+    /// <summary>
+    /// What a stage worked with is garbage once it ends (factorisations, candidates, ONNX Runtime's activations),
+    /// and neither heap knows: the collector keeps the freed regions committed and glibc its arenas. Returning both
+    /// here keeps one stage's leftovers out of the next one's peak (ResNet-18's joint check: 1.87 GB resident with
+    /// a 0.95 GB managed heap). Measured: the collections of all stages together took at most 0.3 s of ResNet-50's
+    /// 646 s run (the run's total less its stages' sum), so running them after every stage needs no special case.
+    /// </summary>
+    private static void ReleaseStageMemory()
+    {
+        GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        NativeHeap.ReturnFreePages();
     }
 
     private ModelJob FromCache(ModelJob job, CachedResult cached, Stopwatch clock, Dictionary<string, double> seconds)

@@ -107,7 +107,8 @@ public sealed class DenseKernelsTests
 
         var blocked = (double[])h.Clone();
         DenseKernels.CholeskyInPlace(blocked, n);
-        var blockedInverse = DenseKernels.InvertLower(blocked, n);
+        var blockedInverse = (double[])blocked.Clone();
+        DenseKernels.InvertLowerInPlace(blockedInverse, n);
 
         for (var i = 0; i < n; i++)
         {

@@ -55,6 +55,8 @@ public sealed class SymmetricMatrixTests
     [InlineData(5, 3)]
     [InlineData(SymmetricMatrix.PanelWidth + 1, 4)]
     [InlineData((2 * SymmetricMatrix.PanelWidth) + 45, 6)]
+    [InlineData(37, 64)]
+    [InlineData(SymmetricMatrix.PanelWidth + 3, 150)]
     public void Quadratic_forms_equal_the_double_sum(int n, int rows)
     {
         var random = new Random(n + rows);
@@ -84,6 +86,17 @@ public sealed class SymmetricMatrixTests
         Assert.Equal(expected, packed.QuadraticForms(delta, rows), Math.Abs(expected) * 1e-12);
         Assert.Equal(OptimalBrainCompensation.QuadraticForms(delta, rows, n, dense), packed.QuadraticForms(delta, rows), Math.Abs(expected) * 1e-12);
         Assert.Equal(dense, packed.ToDense());
+
+        // The rows are made a chunk at a time (150 rows: two whole chunks and a part), each asked for once, in order.
+        var asked = new List<(int First, int Count)>();
+        var chunked = packed.QuadraticForms(rows, (first, count, target) =>
+        {
+            asked.Add((first, count));
+            delta.AsSpan(first * n, count * n).CopyTo(target);
+        });
+        Assert.Equal(packed.QuadraticForms(delta, rows), chunked);
+        Assert.Equal(rows, asked.Sum(a => a.Count));
+        Assert.Equal(asked.Select(a => a.First), asked.Select((a, k) => asked.Take(k).Sum(b => b.Count)));
     }
 
     [Fact]
