@@ -36,10 +36,32 @@ internal sealed record LayerHessian(string Weight, int Rows, int Columns, int Gr
     }
 
     /// <summary>
-    /// Drops the cached factorisations (n x n each): the search calls this once a tensor's candidates are done, so a
-    /// large network holds its layers' H but not every U at once; the chosen candidate factorises again.
+    /// Drops the cached factorisations (n x n each) and, when H is spilled, its in-memory copy: the search calls this
+    /// once a tensor's candidates are done, so a large network holds neither every U nor (spilled) every H at once;
+    /// the chosen candidate reads and factorises again.
     /// </summary>
-    public void ReleaseFactors() => _factors.Clear();
+    public void ReleaseMemory()
+    {
+        _factors.Clear();
+        foreach (var matrix in PerGroup)
+        {
+            matrix.Release();
+        }
+    }
+
+    /// <summary>The bytes H takes in memory, all groups.</summary>
+    public long Bytes => PerGroup.Sum(m => m.Bytes);
+
+    /// <summary>Moves H to <paramref name="file"/>; it is read back when used (see <see cref="SymmetricMatrix.SpillTo"/>).</summary>
+    /// <exception cref="IOException">The file cannot be written; what was not written stays in memory.</exception>
+    public void SpillTo(SpillFile file)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        foreach (var matrix in PerGroup)
+        {
+            matrix.SpillTo(file);
+        }
+    }
 
     /// <summary>The bytes one setting's factorisation holds: an n x n float64 matrix per group.</summary>
     public long FactorBytes => (long)Groups * Columns * Columns * sizeof(double);

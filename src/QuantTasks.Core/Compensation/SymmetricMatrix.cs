@@ -1,3 +1,5 @@
+using QuantTasks.Diagnostics;
+
 namespace QuantTasks.Compensation;
 
 /// <summary>Writes rows <paramref name="first"/> to first + count - 1 of a matrix D (count x n, row-major) into <paramref name="target"/>.</summary>
@@ -10,24 +12,26 @@ internal delegate void DeltaRows(int first, int count, Span<double> target);
 /// once; storing each once instead of twice halves that (ResNet-50: 1.0 GB as full matrices, 0.53 GB in panels),
 /// and the Gram sums skip the lower triangle's products. Each panel is the product kernel's output view, so the
 /// sums are as fast per element as on a full matrix, and no array exceeds n x <see cref="PanelWidth"/> elements.
+/// Once accumulated, a matrix can be spilled to a <see cref="SpillFile"/>: it then holds its panels only between a
+/// use and the next <see cref="Release"/>, and reads them back on the next use (any thread; a method that is using
+/// the panels keeps its own reference, so a release meanwhile only drops the matrix's).
 /// </summary>
 internal sealed class SymmetricMatrix
 {
     /// <summary>Columns per panel: the diagonal blocks (stored whole) waste a 1/(2 x panels) share at most.</summary>
     public const int PanelWidth = 256;
 
-    private readonly double[][] _panels;
+    private readonly Lock _loading = new();
+    private double[][]? _panels;
+    private SpillFile? _spill;
+    private long[]? _offsets;
 
     /// <summary>A zero matrix of <paramref name="size"/> x <paramref name="size"/>.</summary>
     public SymmetricMatrix(int size)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(size);
         Size = size;
-        _panels = new double[(size + PanelWidth - 1) / PanelWidth][];
-        for (var p = 0; p < _panels.Length; p++)
-        {
-            _panels[p] = new double[(long)End(p) * Width(p)];
-        }
+        _ = Panels();
     }
 
     /// <summary>Rows and columns.</summary>
@@ -40,7 +44,7 @@ internal sealed class SymmetricMatrix
         {
             var (row, column) = i <= j ? (i, j) : (j, i);
             var p = column / PanelWidth;
-            return _panels[p][((long)row * Width(p)) + column - (p * PanelWidth)];
+            return Panels()[p][((long)row * Width(p)) + column - (p * PanelWidth)];
         }
     }
 
@@ -54,12 +58,13 @@ internal sealed class SymmetricMatrix
         }
 
         var matrix = new SymmetricMatrix(size);
-        for (var p = 0; p < matrix._panels.Length; p++)
+        var panels = matrix.Panels();
+        for (var p = 0; p < panels.Length; p++)
         {
             var (first, width) = (p * PanelWidth, Width(p, size));
             for (var i = 0; i < matrix.End(p); i++)
             {
-                Array.Copy(dense, ((long)i * size) + first, matrix._panels[p], (long)i * width, width);
+                Array.Copy(dense, ((long)i * size) + first, panels[p], (long)i * width, width);
             }
         }
 
@@ -90,11 +95,17 @@ internal sealed class SymmetricMatrix
     {
         ArgumentNullException.ThrowIfNull(rows);
         ArgumentNullException.ThrowIfNull(negatedTranspose);
-        for (var p = 0; p < _panels.Length; p++)
+        if (_spill is not null)
+        {
+            throw new InvalidOperationException("A spilled matrix is read-only: the sums would not reach its file.");
+        }
+
+        var panels = Panels();
+        for (var p = 0; p < panels.Length; p++)
         {
             var width = Width(p);
             DenseKernels.MultiplySubtract(new MatrixView(negatedTranspose, 0, depth), new MatrixView(rows, p * PanelWidth, Size),
-                new MatrixView(_panels[p], 0, width), End(p), width, depth, parallel: true);
+                new MatrixView(panels[p], 0, width), End(p), width, depth, parallel: true);
         }
     }
 
@@ -129,6 +140,7 @@ internal sealed class SymmetricMatrix
         var delta = pool.Rent(chunk * Size);
         var above = pool.Rent(chunk * widest);
         var block = pool.Rent(chunk * widest);
+        var panels = Panels();
         try
         {
             double total = 0;
@@ -137,10 +149,10 @@ internal sealed class SymmetricMatrix
             {
                 var count = Math.Min(chunk, rows - r0);
                 deltaRows(r0, count, delta.AsSpan(0, count * Size));
-                for (var p = 0; p < _panels.Length; p++)
+                for (var p = 0; p < panels.Length; p++)
                 {
                     var (first, width) = (p * PanelWidth, Width(p));
-                    var panel = new MatrixView(_panels[p], 0, width);
+                    var panel = new MatrixView(panels[p], 0, width);
                     Array.Clear(above, 0, count * width);
                     Array.Clear(block, 0, count * width);
                     DenseKernels.MultiplySubtract(d, panel, new MatrixView(above, 0, width), count, width, first, parallel: true);
@@ -165,6 +177,83 @@ internal sealed class SymmetricMatrix
             pool.Return(block);
         }
     }
+
+    /// <summary>The bytes the panels take in memory (and in a spill file).</summary>
+    public long Bytes => Enumerable.Range(0, PanelCount).Sum(p => (long)End(p) * Width(p) * sizeof(double));
+
+    /// <summary>Whether the panels are in a spill file.</summary>
+    public bool IsSpilled => _spill is not null;
+
+    /// <summary>Whether the panels are in memory now.</summary>
+    public bool IsLoaded => Volatile.Read(ref _panels) is not null;
+
+    /// <summary>
+    /// Writes the panels to <paramref name="file"/> and drops them from memory; from now on the matrix is
+    /// read-only and reads them back when used. Once only: a second call does nothing.
+    /// </summary>
+    /// <exception cref="IOException">The file cannot be written; the matrix stays in memory, as before.</exception>
+    public void SpillTo(SpillFile file)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        lock (_loading)
+        {
+            if (_spill is not null)
+            {
+                return;
+            }
+
+            var panels = Panels();
+            var offsets = panels.Select(panel => file.Write(panel)).ToArray();
+            (_spill, _offsets) = (file, offsets);
+            Volatile.Write(ref _panels, null);
+        }
+    }
+
+    /// <summary>Drops the in-memory panels of a spilled matrix (the next use reads them again); nothing otherwise.</summary>
+    public void Release()
+    {
+        if (_spill is not null)
+        {
+            Volatile.Write(ref _panels, null);
+        }
+    }
+
+    // The panels, read back from the spill file when released (the indexer's path: the load stays out of line).
+    private double[][] Panels() => Volatile.Read(ref _panels) ?? Load();
+
+    private double[][] Load()
+    {
+        lock (_loading)
+        {
+            var panels = _panels;
+            if (panels is null)
+            {
+                panels = new double[PanelCount][];
+                for (var p = 0; p < panels.Length; p++)
+                {
+                    panels[p] = new double[(long)End(p) * Width(p)];
+                    if (_spill is not null)
+                    {
+                        try
+                        {
+                            _spill.Read(_offsets![p], panels[p]);
+                        }
+                        catch (Exception e) when (e is IOException or ObjectDisposedException)
+                        {
+                            throw new QuantException(ErrorCode.FileAccess,
+                                $"Cannot read back a layer Hessian from the scratch file '{_spill.Path}': {e.Message}", new SourceLocation(_spill.Path), e);
+                        }
+                    }
+                }
+
+                Volatile.Write(ref _panels, panels);
+            }
+
+            return panels;
+        }
+    }
+
+    private int PanelCount => (Size + PanelWidth - 1) / PanelWidth;
 
     // Rows of D formed at once: the product kernel's row block.
     private const int ChunkRows = 64;

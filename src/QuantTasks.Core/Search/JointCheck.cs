@@ -180,7 +180,7 @@ internal static class JointCheck
 
                 // Its candidates shared one factorisation of the layer Hessian (every candidate of a tensor holds the
                 // same Hessian); dropped now, so a large network does not hold every layer's factor at once.
-                space.Choice(t, 0).Compensation?.Hessian.ReleaseFactors();
+                space.Choice(t, 0).Compensation?.Hessian.ReleaseMemory();
             }
 
             // The others' Omegas in loss units: scaled so that the chosen candidate costs what it adds in context.
@@ -218,7 +218,7 @@ internal static class JointCheck
             Parallel.ForEach(requantize, perCore, t =>
             {
                 trial[t] = Quantize(proposed[t], values[t], settings);
-                proposed[t].Compensation?.Hessian.ReleaseFactors();
+                proposed[t].Compensation?.Hessian.ReleaseMemory();
                 trialValues[t] = trial[t].Quantized?.Dequantize() ?? trial[t].FloatValues!;
             });
             var trialJoint = Measure(quantized.Select(t => (t, trialValues[t]!)).ToArray());

@@ -258,7 +258,7 @@ internal static class MixedPrecisionSearch
                         return new CandidateCost(omega, PayloadSize.Of(quantized, inputs.Entropy));
                     });
                 }).ToArray();
-                CompensationOf(t)?.Hessian.ReleaseFactors();
+                CompensationOf(t)?.Hessian.ReleaseMemory();
                 if (calibrated)
                 {
                     var measured = Math.Max(0, inputs.MeasureLoss!.Increase(plan.Weight.Name, referenceValues!));

@@ -96,6 +96,9 @@ internal sealed class ModelJob
     /// <summary>For compensated rounding: each compensated layer's input Hessian; null otherwise.</summary>
     public IReadOnlyDictionary<string, Compensation.LayerHessian>? LayerHessians { get; set; }
 
+    /// <summary>The scratch file the layer Hessians were spilled to (large networks), disposed when the job ends; null when they stay in memory.</summary>
+    public Compensation.SpillFile? HessianSpill { get; set; }
+
     // ---- search ----
 
     /// <summary>The candidate chosen per tensor.</summary>

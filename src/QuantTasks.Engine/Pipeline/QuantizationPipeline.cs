@@ -151,6 +151,18 @@ internal sealed class QuantizationPipeline
     /// <summary>Runs the stages over one model's job, timing each, and fills or reads the cache.</summary>
     private ModelJob RunModel(ModelJob job, CancellationToken cancellation)
     {
+        try
+        {
+            return RunStages(job, cancellation);
+        }
+        finally
+        {
+            job.HessianSpill?.Dispose();
+        }
+    }
+
+    private ModelJob RunStages(ModelJob job, CancellationToken cancellation)
+    {
         var clock = Stopwatch.StartNew();
         var seconds = new Dictionary<string, double>(StringComparer.Ordinal);
         var total = _stages.Sum(s => s.Share);

@@ -45,5 +45,41 @@ internal sealed class ActivationsStage : PipelineStage
             job.Loaded.Locate("/quantization/" + key));
         var weights = job.Plans.Where(p => p.Quantized).Select(p => p.Weight).ToArray();
         job.LayerHessians = LayerHessians.Compute(job.Model, weights, calibration, quantization.Gptq.Samples, cancellation: context.Cancellation);
+        Spill(job, context);
+    }
+
+    /// <summary>
+    /// Layer Hessians of at least this many bytes in all are moved to a scratch file in the output folder once
+    /// accumulated: the later stages use them one layer at a time, and holding them all was the largest share of a
+    /// large network's memory (ResNet-50: 0.53 GB of a 2.2 GB peak, for a 0.1 GB model). Smaller sets stay in memory.
+    /// </summary>
+    internal static long SpillBytes { get; set; } = 128L << 20;
+
+    private static void Spill(ModelJob job, StageContext context)
+    {
+        var hessians = job.LayerHessians!.Values.ToArray();
+        var bytes = hessians.Sum(h => h.Bytes);
+        if (bytes < SpillBytes)
+        {
+            return;
+        }
+
+        try
+        {
+            job.HessianSpill = new SpillFile(job.Pipeline.OutputDirectory);
+            foreach (var hessian in hessians)
+            {
+                hessian.SpillTo(job.HessianSpill);
+            }
+
+            context.Note?.Invoke(FormattableString.Invariant(
+                $"{job.Name}: the layer Hessians ({bytes / 1e6:F0} MB) wait in a scratch file in the output folder while the later stages use them one layer at a time"));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Not an error: the Hessians that were not written stay in memory, as they would for a smaller network.
+            context.Note?.Invoke(FormattableString.Invariant(
+                $"{job.Name}: the layer Hessians ({bytes / 1e6:F0} MB) stay in memory: the scratch file in '{job.Pipeline.OutputDirectory}' could not be written ({e.Message})"));
+        }
     }
 }

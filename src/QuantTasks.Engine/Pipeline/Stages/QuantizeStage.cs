@@ -25,7 +25,7 @@ internal sealed class QuantizeStage : PipelineStage
             tensors[t] = MixedPrecisionSearch.Quantize(job.Search.Tensors[t], job.Values[t], settings);
 
             // The factorisation (n x n per layer) is not needed again unless the joint check moves this tensor.
-            job.Search.Tensors[t].Compensation?.Hessian.ReleaseFactors();
+            job.Search.Tensors[t].Compensation?.Hessian.ReleaseMemory();
         });
         job.Tensors = tensors;
 
