@@ -1,5 +1,6 @@
 using System;
 using System.IO;
+using System.Text.RegularExpressions;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
 
@@ -9,7 +10,7 @@ namespace QuantTasks.Build;
 /// Runs <c>dotnet-quant quantize</c> for a project's policy, out of process, and reports its QTnnnn diagnostics
 /// as MSBuild errors. The engine prints errors in MSBuild's canonical form (<c>file(line,col): error QT1102: ...</c>),
 /// so <see cref="ToolTask"/>'s own parsing turns them into errors with file and line; every other line it prints
-/// (one per stage) becomes a message.
+/// (one per stage, and its notes) becomes a message, whatever its wording.
 /// </summary>
 public sealed class QuantCompress : ToolTask
 {
@@ -200,6 +201,31 @@ public sealed class QuantCompress : ToolTask
 
         return args.ToString();
     }
+
+    /// <summary>
+    /// Only the engine's own diagnostics (<c>origin: error QTnnnn: text</c>, and its warnings) go through MSBuild's
+    /// canonical-error parsing. That parser takes any line of the form <c>origin: words error : text</c> for an
+    /// error, and a note about, say, a "calibrated output error : ..." once failed consumer builds; every other
+    /// line is therefore logged as the message it is.
+    /// </summary>
+    protected override void LogEventsFromTextOutput(string singleLine, MessageImportance messageImportance) =>
+        LogEngineLine(singleLine, messageImportance);
+
+    /// <summary>One line of the engine's output, as <see cref="LogEventsFromTextOutput"/> logs it.</summary>
+    internal void LogEngineLine(string line, MessageImportance importance)
+    {
+        if (line is not null && EngineDiagnostic.IsMatch(line))
+        {
+            base.LogEventsFromTextOutput(line, importance);
+        }
+        else
+        {
+            Log.LogMessage(importance, "{0}", line);
+        }
+    }
+
+    // What the engine's QuantException.ToCanonicalString and ErrorCode's warnings write: the category, then a QT code.
+    private static readonly Regex EngineDiagnostic = new(@"(?:^|[\s:])(?:error|warning) QT\d{4}\s*:", RegexOptions.CultureInvariant);
 
     /// <inheritdoc />
     protected override void LogToolCommand(string message) => Log.LogMessage(MessageImportance.Low, "QuantTasks engine: {0}", message);

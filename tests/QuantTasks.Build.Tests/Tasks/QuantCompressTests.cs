@@ -1,3 +1,5 @@
+using Microsoft.Build.Framework;
+
 namespace QuantTasks.Build.Tests.Tasks;
 
 public sealed class QuantCompressTests
@@ -39,5 +41,30 @@ public sealed class QuantCompressTests
         {
             folder.Delete(recursive: true);
         }
+    }
+
+    /// <summary>
+    /// MSBuild's canonical-error parser takes "origin: words error : text" for an error: a note's wording must not
+    /// fail the build, while the engine's own QT diagnostics keep their code, file and line.
+    /// </summary>
+    [Fact]
+    public void Only_the_engines_QT_diagnostics_become_errors_and_warnings_and_every_other_line_a_message()
+    {
+        var engine = new FakeBuildEngine();
+        var task = new QuantCompress { BuildEngine = engine };
+
+        task.LogEngineLine("Digits: search chose by calibrated output error : 0.0123 assumed", MessageImportance.Normal);
+        task.LogEngineLine("Digits: warning : no accuracy gate protects this result", MessageImportance.Normal);
+        task.LogEngineLine("/src/quant.yaml(7,5): error QT1102: quantization.bits must be a list of integers", MessageImportance.Normal);
+        task.LogEngineLine("dotnet-quant: warning QT4101: no evaluation data: no gate protects the result", MessageImportance.Normal);
+
+        var error = Assert.Single(engine.Errors);
+        Assert.Equal("QT1102", error.Code);
+        Assert.Equal("/src/quant.yaml", error.File);
+        Assert.Equal(7, error.LineNumber);
+        var warning = Assert.Single(engine.Warnings);
+        Assert.Equal("QT4101", warning.Code);
+        Assert.Equal(2, engine.Messages.Count);
+        Assert.Contains(engine.Messages, m => m.Message == "Digits: search chose by calibrated output error : 0.0123 assumed");
     }
 }
