@@ -7,8 +7,9 @@ namespace QuantTasks.Compensation;
 /// A scratch file that holds float64 arrays the pipeline keeps but uses one at a time: a large network's layer
 /// Hessians are needed together only while they are accumulated, then one layer at a time by the search, the
 /// quantize stage and the joint check. Written once, read back by offset from any thread (positional I/O, no shared
-/// file position). The file is hidden, deleted when disposed, and lives in the folder given (the output folder,
-/// the one place a run may write); folders this class had to create are removed again.
+/// file position). The file is hidden and lives in the folder given (the output folder, the one place a run may
+/// write); it is unlinked as soon as it is open where the OS allows (Unix) and deleted on dispose otherwise, and
+/// folders this class had to create are removed again.
 /// </summary>
 internal sealed class SpillFile : IDisposable
 {
@@ -28,16 +29,24 @@ internal sealed class SpillFile : IDisposable
         Path = System.IO.Path.Combine(full, $".quant-scratch-{Guid.NewGuid():N}.tmp");
         try
         {
-            _handle = File.OpenHandle(Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, FileOptions.DeleteOnClose);
+            _handle = File.OpenHandle(Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.Delete, FileOptions.DeleteOnClose);
         }
         catch
         {
             RemoveCreatedFolder();
             throw;
         }
+
+        // Where an open file can lose its name, it does so at once: the handle keeps the data until disposed, and
+        // not even a killed process leaves the file (or a folder made for it) behind. Windows deletes on close.
+        if (!OperatingSystem.IsWindows())
+        {
+            File.Delete(Path);
+            RemoveCreatedFolder();
+        }
     }
 
-    /// <summary>The file's path (it disappears on <see cref="Dispose"/>).</summary>
+    /// <summary>The file's path: on Windows until <see cref="Dispose"/>; elsewhere only until the constructor returns.</summary>
     public string Path { get; }
 
     /// <summary>Bytes written so far.</summary>

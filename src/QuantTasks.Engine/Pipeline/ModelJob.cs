@@ -139,6 +139,28 @@ internal sealed class ModelJob
     /// <summary>The model's report entry.</summary>
     public ModelReport Report { get; set; } = null!;
 
+    /// <summary>
+    /// Drops what only the stages needed (the model, its values, the search, the stored tensors, the Hessians and
+    /// their scratch file, the calibration data) once the model's stages are done. Outputs are written only after
+    /// every model's job, so without this a policy with several models held each finished model's working state
+    /// until the last one ended. What writing and the gate need stays: blob, code, report, paths and inputs.
+    /// </summary>
+    public void ReleaseWorkingState()
+    {
+        HessianSpill?.Dispose();
+        HessianSpill = null;
+        LayerHessians = null;
+        Sensitivities = null;
+        Calibration = null;
+        Values = [];
+        Weights = [];
+        Plans = [];
+        Tensors = [];
+        Search = null!;
+        RefinedModel = null;
+        Model = null!;
+    }
+
     /// <summary>The generated loader.</summary>
     public string Code { get; set; } = "";
 }

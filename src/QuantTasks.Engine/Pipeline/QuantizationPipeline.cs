@@ -157,7 +157,7 @@ internal sealed class QuantizationPipeline
         }
         finally
         {
-            job.HessianSpill?.Dispose();
+            job.ReleaseWorkingState();
         }
     }
 

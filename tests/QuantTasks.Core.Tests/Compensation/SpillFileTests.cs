@@ -6,7 +6,8 @@ namespace QuantTasks.Core.Tests.Compensation;
 
 /// <summary>
 /// Layer Hessians moved to a scratch file: every value must come back with its very bits, from any thread and as
-/// often as released, and the file (and a folder it had to create) must be gone once disposed.
+/// often as released, and the file (and a folder it had to create) must be gone once disposed, or at once where an
+/// open file can lose its name.
 /// </summary>
 public sealed class SpillFileTests : IDisposable
 {
@@ -28,7 +29,7 @@ public sealed class SpillFileTests : IDisposable
             Assert.Equal(0, a);
             Assert.Equal(8000, b);
             Assert.Equal(8032, file.Length);
-            Assert.True(File.Exists(path));
+            Assert.Equal(OperatingSystem.IsWindows(), File.Exists(path)); // elsewhere unlinked at once, the handle holds the data
             Assert.StartsWith(".", Path.GetFileName(path), StringComparison.Ordinal);
 
             var back = new double[4];
@@ -50,7 +51,7 @@ public sealed class SpillFileTests : IDisposable
         var created = _folder.File("out/nested");
         using (new SpillFile(created))
         {
-            Assert.True(Directory.Exists(created));
+            Assert.Equal(OperatingSystem.IsWindows(), Directory.Exists(created));
         }
 
         Assert.False(Directory.Exists(_folder.File("out")));

@@ -110,10 +110,10 @@ public sealed class PipelineSeamTests : IDisposable
         Assert.False(Directory.Exists(_folder.File("cancelled")));
     }
 
-    private LoadedPolicy Policy(string method) =>
+    private LoadedPolicy Policy(string method, params string[] names) =>
         new(_folder.File("quant.yaml"), new QuantPolicy
         {
-            Models = [new ModelOptions { Path = "mlp.onnx", Name = "Digits" }],
+            Models = (names.Length == 0 ? ["Digits"] : names).Select(n => new ModelOptions { Path = "mlp.onnx", Name = n }).ToArray(),
             Data = new DataOptions { Evaluation = "test.npz" },
             Sensitivity = new SensitivityOptions { Method = SensitivityMethod.None },
             Quantization = new QuantizationOptions { Method = method, Bits = [2], Omega = OmegaKind.Sensitivity, Compensation = CompensationKind.None, Budget = new BudgetOptions { AverageBits = 3 } },
@@ -121,6 +121,25 @@ public sealed class PipelineSeamTests : IDisposable
         });
 
     private PipelineOptions Options(string output) => new(_folder.File(output), "Seams");
+
+    /// <summary>
+    /// Outputs are written once every model is done, yet a finished model's working state (values, model, search,
+    /// stored tensors) must not stay reachable while the next one runs: a policy of several large models would hold
+    /// them all at once. A refine stage notes the first model's values and, in the second model's run, collects.
+    /// </summary>
+    [Fact]
+    public void A_finished_models_working_state_is_not_held_while_the_next_model_runs()
+    {
+        var loaded = Policy(QuantizationMethods.Kmeans, "First", "Second");
+        var watch = new WatchingStage();
+
+        var result = new QuantizationPipeline(stages: QuantizationPipeline.DefaultStages(watch)).Run(loaded, Options("two"));
+
+        Assert.Equal(2, result.Models.Count);
+        Assert.All(result.Models, m => Assert.True(File.Exists(m.BlobPath)));
+        Assert.Equal(2, watch.Runs);
+        Assert.False(watch.FirstStillAlive, "the first model's values were still reachable during the second model's run");
+    }
 
     /// <summary>Halves every level: a stand-in for fine-tuning, which changes levels and never symbols.</summary>
     private sealed class HalvingRefineStage : PipelineStage
@@ -131,6 +150,33 @@ public sealed class PipelineSeamTests : IDisposable
             job.Tensors = job.Tensors.Select(t => t.Quantized is { } q
                 ? StoredTensor.Of(q.WithParameters(q.Parameters.Select(v => v / 2).ToArray()), t.ElementType)
                 : t).ToArray();
+    }
+
+    /// <summary>Records the first job's values weakly; in the next job, whether they are still alive after a full collection.</summary>
+    private sealed class WatchingStage : PipelineStage
+    {
+        private WeakReference<float[][]>? _first;
+
+        public override string Name => "watch";
+
+        public int Runs { get; private set; }
+
+        public bool FirstStillAlive { get; private set; }
+
+        public override void Run(ModelJob job, StageContext context)
+        {
+            Runs++;
+            if (_first is null)
+            {
+                _first = new WeakReference<float[][]>(job.Values);
+                return;
+            }
+
+            GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
+            GC.WaitForPendingFinalizers();
+            GC.Collect();
+            FirstStillAlive = _first.TryGetTarget(out _);
+        }
     }
 
     /// <summary>One bit per weight: the sign, scaled by the mean magnitude (BinaryConnect's reconstruction).</summary>
