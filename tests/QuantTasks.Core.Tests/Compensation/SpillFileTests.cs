@@ -109,6 +109,18 @@ public sealed class SpillFileTests : IDisposable
     }
 
     [Fact]
+    public void A_folder_that_cannot_be_made_is_an_IO_error_and_leaves_nothing()
+    {
+        var blocker = _folder.File("not-a-folder");
+        File.WriteAllText(blocker, "a file where the output folder would go");
+
+        Assert.ThrowsAny<IOException>(() => new SpillFile(Path.Combine(blocker, "out")));
+
+        Assert.Equal([blocker], Directory.EnumerateFileSystemEntries(_folder.Path));
+        Assert.Equal("a file where the output folder would go", File.ReadAllText(blocker));
+    }
+
+    [Fact]
     public void An_in_memory_matrix_ignores_release()
     {
         var matrix = SymmetricMatrix.FromDense([2, 1, 1, 3], 2);

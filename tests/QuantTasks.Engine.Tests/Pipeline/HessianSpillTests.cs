@@ -1,3 +1,4 @@
+using QuantTasks.Diagnostics;
 using QuantTasks.Engine.Pipeline;
 using QuantTasks.Engine.Pipeline.Stages;
 using QuantTasks.Policy;
@@ -59,5 +60,41 @@ public sealed class HessianSpillTests : IDisposable
         Assert.Equal(
             Directory.EnumerateFiles(memory.Output).Select(Path.GetFileName).Order(StringComparer.Ordinal),
             Directory.EnumerateFiles(spilled.Output).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
+    /// <summary>
+    /// An output folder that cannot be made (a file stands where it would go): the spill is not an error, the
+    /// Hessians stay in memory and a note says why; the run then fails where outputs are written, with the coded
+    /// file-access error, and the file that stood in the way is untouched.
+    /// </summary>
+    [Fact]
+    public void An_output_folder_that_cannot_be_made_keeps_the_hessians_in_memory_and_fails_only_where_outputs_are_written()
+    {
+        _folder.Copy(Fixtures.Model("mlp.onnx"));
+        _folder.Copy(Fixtures.Data("digits-calibration.npz"), "digits.npz");
+        File.WriteAllText(_folder.File("quant.yaml"), """
+            version: 1
+            models: [{ path: mlp.onnx }]
+            data: { calibration: digits.npz }
+            quantization: { budget: { compression_ratio: 8 }, joint_check: { enabled: false } }
+            """);
+        File.WriteAllText(_folder.File("blocker"), "not a folder");
+        var notes = new List<string>();
+        var saved = ActivationsStage.SpillBytes;
+        ActivationsStage.SpillBytes = 0;
+        try
+        {
+            var error = Assert.Throws<QuantException>(() => new QuantizationPipeline(note: notes.Add)
+                .Run(PolicyLoader.Load(_folder.File("quant.yaml")), new PipelineOptions(_folder.File("blocker/out"), "Tests")));
+
+            Assert.Equal(ErrorCode.FileAccess, error.Code);
+        }
+        finally
+        {
+            ActivationsStage.SpillBytes = saved;
+        }
+
+        Assert.Contains(notes, n => n.Contains("stay in memory", StringComparison.Ordinal));
+        Assert.Equal("not a folder", File.ReadAllText(_folder.File("blocker")));
     }
 }
