@@ -53,6 +53,53 @@ public sealed class QuantizationPipelineTests : IDisposable
         return new QuantizationPipeline(note: note).Run(PolicyLoader.Load(_folder.File("quant.yaml")), new PipelineOptions(_folder.File(output), "Tests"));
     }
 
+    /// <summary>
+    /// The gate's samples judge the result and nothing else: with a limit the result cannot meet (LeNet-5 at 24x,
+    /// no drop allowed; a margin that only the gate can trigger), the joint check corrects on the calibration samples,
+    /// so 2,000 test digits and one blank image as the evaluation file give byte-identical weights. When the check
+    /// judged the gate on the evaluation samples, the blank image passed it and the result went uncorrected.
+    /// </summary>
+    [Fact]
+    public void The_evaluation_samples_do_not_steer_the_compressed_result()
+    {
+        _folder.Copy(Fixtures.Model("lenet5.onnx"));
+        _folder.Copy(Fixtures.Data("digits-calibration.npz"), "calibration.npz");
+        // One blank image, no labels: the compressed model agrees with the float model on it, so a gate judged
+        // there would pass and leave the result uncorrected.
+        NpzWriter.Write(_folder.File("blank.npz"), ("input", NpzWriter.Floats([1, 1, 28, 28], new float[28 * 28])));
+        (byte[] Model, JointCheckSummary? Check) Compress(string evaluation)
+        {
+            File.WriteAllText(_folder.File("quant.yaml"), $"""
+                version: 1
+                models:
+                  - path: lenet5.onnx
+                data:
+                  calibration: calibration.npz
+                  evaluation: {evaluation}
+                quantization:
+                  bits: [1, 2, 3, 4, 5, 6, 8]
+                  budget:
+                    compression_ratio: 24
+                  joint_check:
+                    samples: 512
+                    margin: 100
+                accuracy:
+                  max_drop: 0
+                """);
+            var result = new QuantizationPipeline().Run(PolicyLoader.Load(_folder.File("quant.yaml")), new PipelineOptions(_folder.File("out-" + evaluation), "Tests"));
+            var model = Assert.Single(result.Models);
+            return (QuantBlob.Read(File.ReadAllBytes(model.BlobPath)).DecodeOnnxModel(), model.Report.JointCheck);
+        }
+
+        var (testModel, testCheck) = Compress("test.npz");
+        var (blankModel, blankCheck) = Compress("blank.npz");
+
+        Assert.Equal("gate", testCheck?.Trigger);
+        Assert.Equal("gate", blankCheck?.Trigger);
+        // The decoded models: the blobs' content hashes differ, since the evaluation file is among the inputs.
+        Assert.Equal(testModel, blankModel);
+    }
+
     [Fact]
     public void Writes_blob_loader_and_reports_and_measures_accuracy()
     {

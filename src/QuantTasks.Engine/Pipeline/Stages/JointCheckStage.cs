@@ -12,7 +12,8 @@ namespace QuantTasks.Engine.Pipeline.Stages;
 /// Measures the search's combined result against the sum of losses it assumed, and lets the search correct itself
 /// when the tensors' errors add up to more than that (<see cref="JointCheck"/>). Runs on the calibration samples by
 /// ONNX Runtime; changes choices and quantized tensors only to ones the search weighed, so sizes stay exact.
-/// With evaluation data, a result whose losses add up but that the accuracy gate would refuse is corrected too.
+/// When the policy gates the build, a result whose losses add up but that the gate's metric and limit would refuse on
+/// the calibration samples is corrected too; the evaluation samples are left to the gate.
 /// </summary>
 internal sealed class JointCheckStage : PipelineStage
 {
@@ -53,15 +54,26 @@ internal sealed class JointCheckStage : PipelineStage
         var names = job.Weights.Select(w => w.Name).ToArray();
         (string, float[])[] Named(IReadOnlyList<(int Tensor, float[] Values)> replaced) => replaced.Select(r => (names[r.Tensor], r.Values)).ToArray();
 
-        // The gate's own figure on the evaluation samples, so that a result the gate would refuse is corrected
-        // while the search's candidates can still do better. Not before fine-tuning, which corrects it otherwise
-        // and whose result the gate judges.
-        using var gate = job.Policy.Data.Evaluation is { } evaluation && job.Policy.Finetune is null ? GateProbe(job, evaluation, quantized) : null;
-        Func<IReadOnlyList<(int Tensor, float[] Values)>, bool>? gateFails = gate is null ? null : replaced =>
+        // The gate's own figure (its metric and limit) on the same calibration samples, so that a result the gate
+        // would refuse is corrected while the search's candidates can still do better. The evaluation samples stay
+        // the gate's alone: a correction steered by them would be judged by them, and the gate would no longer say
+        // how the result does on samples it was not fitted to. Not before fine-tuning, which corrects it otherwise.
+        Func<IReadOnlyList<(int Tensor, float[] Values)>, bool>? gateFails = null;
+        if (job.Policy.Data.Evaluation is not null && job.Policy.Finetune is null)
         {
-            var (_, before, after) = EvaluateStage.Figure(job.Policy.Accuracy.Metric, EvaluateStage.Form(job), gate.Reference, gate.Outputs(Named(replaced)), gate.Labels);
-            return before - after > job.Policy.Accuracy.MaxDrop + 1e-9;
-        };
+            var labels = samples.Labels();
+            if (labels is not null)
+            {
+                InputChecks.RequireLabelsInRange(samples, measured.Reference.Classes);
+            }
+
+            gateFails = replaced =>
+            {
+                var (_, before, after) = EvaluateStage.Figure(job.Policy.Accuracy.Metric, EvaluateStage.Form(job), measured.Reference, measured.Outputs(Named(replaced)), labels);
+                return before - after > job.Policy.Accuracy.MaxDrop + 1e-9;
+            };
+        }
+
         var outcome = JointCheck.Run(job.Search, job.Values, job.Tensors, QuantizerSettings.From(quantization),
             replaced => measured.Increase(Named(replaced)),
             omegaIsLoss, new JointCheckOptions(settings.Margin, settings.Rounds, MaxPasses: settings.MaxPasses), gateFails,
@@ -77,12 +89,5 @@ internal sealed class JointCheckStage : PipelineStage
             + (report.Corrected
                 ? FormattableString.Invariant($"; corrected to {report.Final:G4} ({string.Join(", ", report.Moved)} moved, {report.Passes} passes)")
                 : FormattableString.Invariant($" ({report.Passes} passes)")));
-    }
-
-    private static MeasuredLoss GateProbe(ModelJob job, string evaluation, IEnumerable<string> quantized)
-    {
-        var data = DataFile.Load(job.Loaded.Resolve(evaluation));
-        InputChecks.RequireFinite(data);
-        return new MeasuredLoss(job.Model, data, job.Options.Output, quantized, EvaluateStage.Form(job).MeasuredOn(job.Model.Graph));
     }
 }
