@@ -143,7 +143,10 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
     public ModelOutputs Reference => _reference;
 
     /// <summary>The loss with every listed tensor replaced by its values at once (the others float), minus the float model's.</summary>
-    public double Increase(IReadOnlyList<(string Name, float[] Values)> replaced) => Loss(Outputs(replaced)) - _floatLoss;
+    public double Increase(IReadOnlyList<(string Name, float[] Values)> replaced) => Increase(Outputs(replaced));
+
+    /// <summary>The loss of <paramref name="outputs"/> (from <see cref="Outputs"/>) minus the float model's.</summary>
+    public double Increase(ModelOutputs outputs) => Loss(outputs) - _floatLoss;
 
     /// <summary>The outputs with every listed tensor replaced by its values at once (the others float).</summary>
     public ModelOutputs Outputs(IReadOnlyList<(string Name, float[] Values)> replaced)

@@ -1,5 +1,3 @@
-using QuantTasks.Data;
-using QuantTasks.Diagnostics;
 using QuantTasks.Evaluation;
 using QuantTasks.Policy;
 using QuantTasks.Quantization;
@@ -49,7 +47,8 @@ internal sealed class JointCheckStage : PipelineStage
         }
 
         var samples = omegaIsLoss && !calibrated ? calibration : calibration.Take(settings.Samples);
-        var form = EvaluateStage.Form(job).MeasuredOn(job.Model.Graph);
+        var outputForm = EvaluateStage.Form(job);
+        var form = outputForm.MeasuredOn(job.Model.Graph);
         using var measured = new MeasuredLoss(job.Model, samples, job.Options.Output, quantized, form, labels: !calibrated);
         var names = job.Weights.Select(w => w.Name).ToArray();
         (string, float[])[] Named(IReadOnlyList<(int Tensor, float[] Values)> replaced) => replaced.Select(r => (names[r.Tensor], r.Values)).ToArray();
@@ -58,24 +57,30 @@ internal sealed class JointCheckStage : PipelineStage
         // would refuse is corrected while the search's candidates can still do better. The evaluation samples stay
         // the gate's alone: a correction steered by them would be judged by them, and the gate would no longer say
         // how the result does on samples it was not fitted to. Not before fine-tuning, which corrects it otherwise.
+        // The check asks the gate about the set of values it has just measured, on the same samples: the outputs of
+        // the last measurement are kept so that the gate's figure costs no second forward pass.
+        var last = new LastMeasurement();
+        double Measure(IReadOnlyList<(int Tensor, float[] Values)> replaced)
+        {
+            var outputs = measured.Outputs(Named(replaced));
+            last.Keep(replaced, outputs);
+            return measured.Increase(outputs);
+        }
+
         Func<IReadOnlyList<(int Tensor, float[] Values)>, bool>? gateFails = null;
         if (job.Policy.Data.Evaluation is not null && job.Policy.Finetune is null)
         {
+            // The plan stage checked these labels against the model's classes already.
             var labels = samples.Labels();
-            if (labels is not null)
-            {
-                InputChecks.RequireLabelsInRange(samples, measured.Reference.Classes);
-            }
-
             gateFails = replaced =>
             {
-                var (_, before, after) = EvaluateStage.Figure(job.Policy.Accuracy.Metric, EvaluateStage.Form(job), measured.Reference, measured.Outputs(Named(replaced)), labels);
+                var outputs = last.Of(replaced) ?? measured.Outputs(Named(replaced));
+                var (_, before, after) = EvaluateStage.Figure(job.Policy.Accuracy.Metric, outputForm, measured.Reference, outputs, labels);
                 return before - after > job.Policy.Accuracy.MaxDrop + 1e-9;
             };
         }
 
-        var outcome = JointCheck.Run(job.Search, job.Values, job.Tensors, QuantizerSettings.From(quantization),
-            replaced => measured.Increase(Named(replaced)),
+        var outcome = JointCheck.Run(job.Search, job.Values, job.Tensors, QuantizerSettings.From(quantization), Measure,
             omegaIsLoss, new JointCheckOptions(settings.Margin, settings.Rounds, MaxPasses: settings.MaxPasses), gateFails,
             measureAloneToCorrect: calibrated, context.Cancellation);
 
@@ -89,5 +94,33 @@ internal sealed class JointCheckStage : PipelineStage
             + (report.Corrected
                 ? FormattableString.Invariant($"; corrected to {report.Final:G4} ({string.Join(", ", report.Moved)} moved, {report.Passes} passes)")
                 : FormattableString.Invariant($" ({report.Passes} passes)")));
+    }
+
+    /// <summary>The outputs of the most recent measurement, with the values it replaced (measurements run in parallel).</summary>
+    private sealed class LastMeasurement
+    {
+        private readonly Lock _lock = new();
+        private IReadOnlyList<(int Tensor, float[] Values)>? _replaced;
+        private ModelOutputs? _outputs;
+
+        public void Keep(IReadOnlyList<(int Tensor, float[] Values)> replaced, ModelOutputs outputs)
+        {
+            lock (_lock)
+            {
+                (_replaced, _outputs) = (replaced, outputs);
+            }
+        }
+
+        /// <summary>The kept outputs when <paramref name="replaced"/> holds the same tensors and the same arrays, else null.</summary>
+        public ModelOutputs? Of(IReadOnlyList<(int Tensor, float[] Values)> replaced)
+        {
+            lock (_lock)
+            {
+                return _replaced is { } kept && kept.Count == replaced.Count
+                    && kept.Zip(replaced).All(p => p.First.Tensor == p.Second.Tensor && ReferenceEquals(p.First.Values, p.Second.Values))
+                    ? _outputs
+                    : null;
+            }
+        }
     }
 }
