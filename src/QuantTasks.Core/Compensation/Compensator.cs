@@ -27,7 +27,20 @@ internal static class Compensator
     /// <param name="options">Dampening, order, blocks, mask selection.</param>
     /// <param name="rate">The quantizer's price of code length, or null.</param>
     public static QuantizedTensor Apply(QuantizedTensor quantized, float[] original, bool[]? mask, LayerHessian hessian, CompensationOptions options,
-        RatePrice? rate = null)
+        RatePrice? rate = null) => ApplyMeasured(quantized, original, mask, hessian, options, rate).Tensor;
+
+    /// <summary>
+    /// The compensated tensor and its layer output error tr((W - Q) H (W - Q)^T) against <paramref name="original"/>
+    /// (without the rate term), which the compensation knows without a product with H.
+    /// </summary>
+    /// <param name="quantized">The quantizer's result (its levels are kept).</param>
+    /// <param name="original">The float weights before pruning.</param>
+    /// <param name="mask">Pruned weights (true), or null.</param>
+    /// <param name="hessian">The layer's Hessian.</param>
+    /// <param name="options">Dampening, order, blocks, mask selection.</param>
+    /// <param name="rate">The quantizer's price of code length, or null.</param>
+    public static (QuantizedTensor Tensor, double OutputError) ApplyMeasured(QuantizedTensor quantized, float[] original, bool[]? mask, LayerHessian hessian,
+        CompensationOptions options, RatePrice? rate = null)
     {
         ArgumentNullException.ThrowIfNull(quantized);
         ArgumentNullException.ThrowIfNull(original);
@@ -35,7 +48,8 @@ internal static class Compensator
         ArgumentNullException.ThrowIfNull(options);
         if (options.Order != ColumnOrder.Auto)
         {
-            return Compensate(quantized, original, mask, hessian, options, rate).Tensor;
+            var only = Compensate(quantized, original, mask, hessian, options, rate);
+            return (only.Tensor, only.OutputError);
         }
 
         // Neither order rounds every layer and grid better (column-by-column rounding is greedy): both are run
@@ -43,11 +57,12 @@ internal static class Compensator
         // two factorisations are cached side by side. Ties keep the natural order.
         var natural = Compensate(quantized, original, mask, hessian, options with { Order = ColumnOrder.Natural }, rate);
         var descending = Compensate(quantized, original, mask, hessian, options with { Order = ColumnOrder.DescendingHessianDiagonal }, rate);
-        return descending.Objective < natural.Objective ? descending.Tensor : natural.Tensor;
+        var kept = descending.Objective < natural.Objective ? descending : natural;
+        return (kept.Tensor, kept.OutputError);
     }
 
-    /// <summary>The compensated tensor in one column order, and its objective (output error plus the rate term).</summary>
-    private static (QuantizedTensor Tensor, double Objective) Compensate(QuantizedTensor quantized, float[] original, bool[]? mask, LayerHessian hessian,
+    /// <summary>The compensated tensor in one column order, its objective (output error plus the rate term) and its output error.</summary>
+    private static (QuantizedTensor Tensor, double Objective, double OutputError) Compensate(QuantizedTensor quantized, float[] original, bool[]? mask, LayerHessian hessian,
         CompensationOptions options, RatePrice? rate)
     {
         // With ClipRanges, uniform grids get ranges fitted to the layer first: the compensated result keeps those
@@ -62,7 +77,7 @@ internal static class Compensator
         var perGroup = hessian.Rows / hessian.Groups;
         var columns = hessian.Columns;
         var symbols = new byte[original.Length];
-        double compensatedObjective = 0, plainObjective = 0;
+        double compensatedObjective = 0, plainObjective = 0, compensatedError = 0, plainError = 0;
         var plainValues = quantized.Dequantize();
         int Index(int row, int column) => hessian.Transposed ? (column * hessian.Rows) + row : (row * columns) + column;
         ChannelGrid GridOf(int row) => channels[fitted.ChannelAxis < 0 ? 0 : row];
@@ -110,7 +125,7 @@ internal static class Compensator
             {
                 // A singular Hessian (no dampening, collinear inputs) gives nothing to compensate with: the layer
                 // keeps plain rounding, as when compensation would make it worse (any order fails alike).
-                return (quantized, double.PositiveInfinity);
+                return (quantized, double.PositiveInfinity, OutputErrorOf(quantized, original, hessian));
             }
 
             var plain = new float[weights.Length];
@@ -132,18 +147,25 @@ internal static class Compensator
                 }
             }
 
-            compensatedObjective += OptimalBrainCompensation.OutputError(weights, result.Values, perGroup, h) + compensatedRate;
-            plainObjective += OptimalBrainCompensation.OutputError(weights, plain, perGroup, h) + plainRate;
+            // The compensated result's error comes with it; plain rounding's takes the product with H.
+            var plainGroupError = OptimalBrainCompensation.OutputError(weights, plain, perGroup, h);
+            compensatedError += result.OutputError;
+            plainError += plainGroupError;
+            compensatedObjective += result.OutputError + compensatedRate;
+            plainObjective += plainGroupError + plainRate;
         }
 
         if (compensatedObjective > plainObjective)
         {
-            return (quantized, plainObjective);
+            return (quantized, plainObjective, plainError);
         }
 
         return (new QuantizedTensor(fitted.Name, [.. fitted.Dims], fitted.Bits, fitted.Kind, fitted.ChannelAxis, fitted.Parameters, symbols, fitted.Method),
-            compensatedObjective);
+            compensatedObjective, compensatedError);
     }
+
+    private static double OutputErrorOf(QuantizedTensor quantized, float[] original, LayerHessian hessian) =>
+        hessian.OutputError(original, quantized.Dequantize());
 
     // The uniform quantizer again, each channel's range clipped to minimise rounding error weighted by the energy
     // of each weight's input (H_jj of its column): an outlier weight on an input that barely fires no longer

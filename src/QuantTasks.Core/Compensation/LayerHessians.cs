@@ -84,7 +84,7 @@ internal sealed record LayerHessian(string Weight, int Rows, int Columns, int Gr
                     for (var j = 0; j < Columns; j++)
                     {
                         var index = Transposed ? (j * Rows) + row : (row * Columns) + j;
-                        target[(r * Columns) + j] = original[index] - rounded[index];
+                        target[(r * Columns) + j] = (double)original[index] - rounded[index];
                     }
                 }
             });

@@ -71,7 +71,8 @@ internal sealed class LayerPruning
 /// <param name="Order">Position p holds the column rounded p-th.</param>
 /// <param name="Dead">Per column (stored order): never fires.</param>
 /// <param name="Upper">U, Columns x Columns, row-major, in rounding order.</param>
-internal sealed record LayerFactor(int Columns, int[] Order, bool[] Dead, double[] Upper);
+/// <param name="DiagonalShift">What dampening added to every live input's diagonal entry (0 when none).</param>
+internal sealed record LayerFactor(int Columns, int[] Order, bool[] Dead, double[] Upper, double DiagonalShift = 0);
 
 /// <summary>
 /// Second-order compensated rounding of one layer (Optimal Brain Quantization in GPTQ's form; Frantar et al.,
@@ -85,8 +86,17 @@ internal sealed record LayerFactor(int Columns, int[] Order, bool[] Dead, double
 /// </summary>
 internal static class OptimalBrainCompensation
 {
-    /// <summary>The result: the rounded values and their symbols, row-major like the input.</summary>
-    internal sealed record Result(float[] Values, byte[] Symbols);
+    /// <summary>The result: the rounded values and their symbols, row-major like the input, and the layer's output error.</summary>
+    /// <param name="Values">The rounded values.</param>
+    /// <param name="Symbols">Their symbols.</param>
+    /// <param name="OutputError">
+    /// tr((W - Q) H (W - Q)^T) for the undampened H, from the rounding itself rather than a product with H: each
+    /// step's error e = (w_p - q_p) / U_pp raises the dampened objective by exactly e^2 once the columns after it
+    /// have compensated (Optimal Brain Surgeon), so the sum of e^2 is the dampened objective of the result, and
+    /// the dampening's share, shift x ||W - Q||^2 over the live inputs, is taken off. The search needs this figure
+    /// for every candidate; as a quadratic form it cost as much as the compensation's own updates.
+    /// </param>
+    internal sealed record Result(float[] Values, byte[] Symbols, double OutputError);
 
     /// <summary>Rounds <paramref name="weights"/> (rows x columns, row-major) with compensation and no pruning.</summary>
     /// <param name="weights">The float weights; not modified.</param>
@@ -137,9 +147,9 @@ internal static class OptimalBrainCompensation
             }
         }
 
-        Dampen(diagonal, options.Dampening);
+        var shift = Dampen(diagonal, options.Dampening);
         var order = ColumnOrder(diagonal, options.Order);
-        return new LayerFactor(columns, order, dead, UpperCholeskyOfInverse(hessian, diagonal, order));
+        return new LayerFactor(columns, order, dead, UpperCholeskyOfInverse(hessian, diagonal, order), shift);
     }
 
     /// <summary>Rounds (and prunes) one layer with a factorisation made by <see cref="Factorize(SymmetricMatrix, CompensationOptions)"/>.</summary>
@@ -180,6 +190,7 @@ internal static class OptimalBrainCompensation
         long prunedSoFar = 0;
         var values = new float[weights.Length];
         var symbols = new byte[weights.Length];
+        var stepErrors = new double[rows];
         var block = Math.Max(1, blockSize);
         for (var start = 0; start < n; start += block)
         {
@@ -207,6 +218,7 @@ internal static class OptimalBrainCompensation
                     symbols[(r * n) + column] = symbol;
                     var e = factor.Dead[column] ? 0 : (current - value) / d;
                     errors[(r * width) + p - start] = e;
+                    stepErrors[r] += e * e;
 
                     // Within the block, immediately: the next columns of this block see this rounding.
                     if (e != 0)
@@ -225,7 +237,23 @@ internal static class OptimalBrainCompensation
             }
         }
 
-        return new Result(values, symbols);
+        // The output error: the steps' sum, less the dampening's share over the live inputs (row by row in
+        // order, so the figure does not depend on the threads); never below zero, which only rounding could give.
+        double dampened = 0, shifted = 0;
+        for (var r = 0; r < rows; r++)
+        {
+            dampened += stepErrors[r];
+            for (var j = 0; j < n; j++)
+            {
+                if (!factor.Dead[j])
+                {
+                    var delta = (double)weights[(r * n) + j] - values[(r * n) + j];
+                    shifted += delta * delta;
+                }
+            }
+        }
+
+        return new Result(values, symbols, Math.Max(0, dampened - (factor.DiagonalShift * shifted)));
     }
 
     // SparseGPT's mask selection for one block: the `count` weights of least saliency w^2 / U_pp^2 among the
@@ -268,7 +296,9 @@ internal static class OptimalBrainCompensation
         var delta = new double[(long)rows * columns];
         for (var i = 0; i < delta.Length; i++)
         {
-            delta[i] = weights[i] - rounded[i];
+            // Subtracted in float64, where the difference of two float32 values is exact (in float32 it is
+            // rounded, an error of about 1e-8 of the figure).
+            delta[i] = (double)weights[i] - rounded[i];
         }
 
         return QuadraticForms(delta, rows, columns, hessian);
@@ -291,7 +321,7 @@ internal static class OptimalBrainCompensation
             var offset = first * n;
             for (var i = 0; i < target.Length; i++)
             {
-                target[i] = weights[offset + i] - rounded[offset + i];
+                target[i] = (double)weights[offset + i] - rounded[offset + i];
             }
         });
     }
@@ -313,8 +343,9 @@ internal static class OptimalBrainCompensation
         return total;
     }
 
-    // H + lambda * mean(diag H) * I: keeps the inverse well conditioned when inputs are nearly collinear.
-    private static void Dampen(double[] diagonal, double fraction)
+    // H + lambda * mean(diag H) * I: keeps the inverse well conditioned when inputs are nearly collinear. Returns
+    // what was added to each entry.
+    private static double Dampen(double[] diagonal, double fraction)
     {
         double mean = 0;
         foreach (var value in diagonal)
@@ -323,10 +354,13 @@ internal static class OptimalBrainCompensation
         }
 
         mean /= Math.Max(1, diagonal.Length);
+        var shift = fraction * mean;
         for (var j = 0; j < diagonal.Length; j++)
         {
-            diagonal[j] += fraction * mean;
+            diagonal[j] += shift;
         }
+
+        return shift;
     }
 
     private static int[] ColumnOrder(double[] diagonal, ColumnOrder order)

@@ -119,17 +119,24 @@ internal static class MixedPrecisionSearch
             return StoredTensor.KeptInFloat(weight.Name, weight.Shape, weight.DataType, values);
         }
 
-        return StoredTensor.Of(Candidate(choice.QuantizedBy!, choice.Prepare(values), bits, settings, values, choice.Mask, choice.Compensation), weight.DataType);
+        return StoredTensor.Of(Candidate(choice.QuantizedBy!, choice.Prepare(values), bits, settings, values, choice.Mask, choice.Compensation).Tensor, weight.DataType);
     }
 
-    /// <summary>One candidate as the search measures it and the blob stores it: the quantizer's levels, compensated when asked.</summary>
-    private static QuantizedTensor Candidate(Quantizer quantizer, PreparedTensor prepared, int bits, QuantizerSettings settings, float[] original, bool[]? mask,
-        CompensationInput? compensation)
+    /// <summary>
+    /// One candidate as the search measures it and the blob stores it: the quantizer's levels, compensated when
+    /// asked; then with its layer output error against <paramref name="original"/> on the compensation's Hessian.
+    /// </summary>
+    private static (QuantizedTensor Tensor, double? OutputError) Candidate(Quantizer quantizer, PreparedTensor prepared, int bits, QuantizerSettings settings,
+        float[] original, bool[]? mask, CompensationInput? compensation)
     {
         var quantized = quantizer.Quantize(prepared, bits, settings);
-        return compensation is null
-            ? quantized
-            : Compensator.Apply(quantized, original, mask, compensation.Hessian, compensation.Options, quantizer.RateOf(prepared, settings));
+        if (compensation is null)
+        {
+            return (quantized, null);
+        }
+
+        var (tensor, outputError) = Compensator.ApplyMeasured(quantized, original, mask, compensation.Hessian, compensation.Options, quantizer.RateOf(prepared, settings));
+        return (tensor, outputError);
     }
 
     /// <summary>Chooses one candidate per planned tensor within the budget.</summary>
@@ -241,7 +248,8 @@ internal static class MixedPrecisionSearch
                             layouts[(axis, diagonal is not null)] = prepared = PreparedTensor.Create(plan.Weight.Name, values[t], plan.Weight.Shape, axis, diagonal, mask);
                         }
 
-                        var quantized = Candidate(quantizer, prepared, bits, settings, values[t], mask, CompensationOf(t));
+                        var compensation = CompensationOf(t);
+                        var (quantized, compensatedError) = Candidate(quantizer, prepared, bits, settings, values[t], mask, compensation);
                         var dequantized = options.Omega == OmegaKind.Measured || layer is not null || (s == 0 && variant == reference) ? quantized.Dequantize() : null;
                         if (s == 0 && variant == reference)
                         {
@@ -251,7 +259,7 @@ internal static class MixedPrecisionSearch
                         var omega = probe is not null
                             ? Math.Max(0, probe.Increase(dequantized!))
                             : layer is not null
-                            ? layer.OutputError(values[t], dequantized!) * scale
+                            ? (compensatedError is { } known && ReferenceEquals(layer, compensation!.Hessian) ? known : layer.OutputError(values[t], dequantized!)) * scale
                             : importance is null
                             ? analysed[t].Sensitivity * TensorQuantizer.SquaredError(quantized, values[t])
                             : TensorQuantizer.WeightedSquaredError(quantized, values[t], importance);

@@ -141,10 +141,11 @@ public sealed class LayerHessiansTests : IDisposable
     }
 
     // sum_r (w_r - q_r)^T H (w_r - q_r): the layer's output error on the calibration samples.
+    // The difference in float64, where it is exact.
     private static double Energy(LayerHessian hessian, float[] original, float[] rounded) =>
-        Quadratic(hessian, original.Zip(rounded, (a, b) => a - b).ToArray());
+        Quadratic(hessian, original.Zip(rounded, (a, b) => (double)a - b).ToArray());
 
-    private static double Quadratic(LayerHessian hessian, float[] w)
+    private static double Quadratic(LayerHessian hessian, double[] w)
     {
         double total = 0;
         var perGroup = hessian.Rows / hessian.Groups;
@@ -190,7 +191,7 @@ public sealed class LayerHessiansTests : IDisposable
             }
         });
 
-        var predicted = Quadratic(hessian, model.ReadFloats(model.FindTensor(weight.Name)!));
+        var predicted = Quadratic(hessian, model.ReadFloats(model.FindTensor(weight.Name)!).Select(v => (double)v).ToArray());
 
         Assert.True(Math.Abs(predicted - energy) <= 1e-4 * Math.Max(1, energy), $"{weight.Name}: x^T H x gives {predicted}, ONNX Runtime's output {energy}");
     }

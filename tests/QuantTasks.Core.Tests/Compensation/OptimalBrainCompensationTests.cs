@@ -61,6 +61,41 @@ public sealed class OptimalBrainCompensationTests
         Assert.True(zeros >= Math.Round(sparsity * prunable * columns), $"{zeros} zeros");
     }
 
+    [Theory]
+    [InlineData(3, 5, 41, nameof(ColumnOrder.Natural), 1, 0.01, "none")]
+    [InlineData(6, 16, 42, nameof(ColumnOrder.DescendingHessianDiagonal), 4, 0.01, "none")]
+    [InlineData(8, 33, 43, nameof(ColumnOrder.Natural), 128, 0.1, "none")]
+    [InlineData(5, 40, 44, nameof(ColumnOrder.DescendingHessianDiagonal), 7, 0.001, "saliency")]
+    [InlineData(9, 24, 45, nameof(ColumnOrder.Natural), 5, 0.01, "magnitude")]
+    [InlineData(4, 30, 46, nameof(ColumnOrder.DescendingHessianDiagonal), 128, 0, "none")]
+    public void The_output_error_it_reports_is_the_quadratic_form_of_its_result(int rows, int columns, int seed, string order, int block, double dampening,
+        string pruning)
+    {
+        // The figure comes from the rounding steps (their errors squared, less the dampening's share); the reference
+        // multiplies the result's error by the undampened H. A dead input, correlated inputs and pruned weights included.
+        var (weights, hessian) = RandomLayer(rows, columns, seed, deadColumn: 2, correlated: true);
+        var options = new CompensationOptions(dampening, Enum.Parse<ColumnOrder>(order), block);
+        var magnitude = weights.Select(x => Math.Abs(x) < 0.3f).ToArray();
+        var layerPruning = pruning switch
+        {
+            "saliency" => LayerPruning.BySaliency(0.4, row => row != 1),
+            "magnitude" => LayerPruning.Fixed(magnitude),
+            _ => LayerPruning.None,
+        };
+        if (dampening == 0)
+        {
+            // Undampened, a dead input makes H singular: keep the inputs alive.
+            (weights, hessian) = RandomLayer(rows, columns, seed, deadColumn: -1, correlated: true);
+        }
+
+        var result = OptimalBrainCompensation.Run(weights, rows, OptimalBrainCompensation.Factorize(hessian, columns, options), Grid(weights, rows, columns, 3),
+            layerPruning, block);
+        var reference = OptimalBrainCompensation.OutputError(weights, result.Values, rows, columns, hessian);
+
+        Assert.True(reference > 0);
+        Assert.True(Math.Abs(result.OutputError - reference) <= 1e-9 * reference, $"{result.OutputError} vs {reference}");
+    }
+
     [Fact]
     public void Saliency_pruning_loses_less_output_than_compensated_magnitude_pruning()
     {

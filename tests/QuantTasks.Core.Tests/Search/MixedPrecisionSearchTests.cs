@@ -1,3 +1,5 @@
+using QuantTasks.Compensation;
+using QuantTasks.Data;
 using QuantTasks.Diagnostics;
 using QuantTasks.Evaluation;
 using QuantTasks.Onnx;
@@ -206,6 +208,33 @@ public sealed class MixedPrecisionSearchTests
         Assert.Equal(quantized.Select(t => t.Weight.Name).Order(), measured.Order());
         Assert.All(quantized, t => Assert.Equal(loss(t.Weight.Name, t.Stored.Quantized!.Dequantize()), t.Omega, 1e-9 * Math.Max(1, t.Omega)));
         Assert.True(weighted.Tensors.Single(t => t.Weight.Name == "fc1.weight").Bits > even.Tensors.Single(t => t.Weight.Name == "fc1.weight").Bits);
+    }
+
+    [Theory]
+    [InlineData(QuantizationMethods.Uniform, nameof(ColumnOrder.DescendingHessianDiagonal), 0.0)]
+    [InlineData(QuantizationMethods.Ecsq, nameof(ColumnOrder.Auto), 0.0)]
+    [InlineData(QuantizationMethods.Kmeans, nameof(ColumnOrder.Natural), 0.5)]
+    public void A_compensated_candidates_output_error_is_that_of_its_stored_result(string method, string order, double sparsity)
+    {
+        // The search takes a compensated candidate's output error from the rounding steps, not from a product with
+        // H: every choice's Omega must still be the quadratic form of the values the blob will hold.
+        var model = OnnxModel.Load(Fixtures.Model("lenet5.onnx"));
+        var hessians = LayerHessians.Compute(model, _weights, DataFile.Load(Fixtures.Data("digits-calibration.npz")), samples: 64);
+        var options = new QuantizationOptions { Method = method, Omega = OmegaKind.OutputError, Budget = new BudgetOptions { CompressionRatio = 12 } };
+        var compensation = new CompensationOptions(Order: Enum.Parse<ColumnOrder>(order));
+        var result = MixedPrecisionSearch.Run(_weights, _values,
+            new SearchInputs(options, new PruningOptions { Sparsity = sparsity }, true, null, LayerHessians: hessians, Compensation: compensation));
+
+        var checkedTensors = 0;
+        foreach (var choice in result.Tensors.Where(t => t.Bits is not null && hessians.ContainsKey(t.Weight.Name)))
+        {
+            var values = _values[_weights.ToList().FindIndex(w => w.Name == choice.Weight.Name)];
+            var reference = hessians[choice.Weight.Name].OutputError(values, choice.Stored.Quantized!.Dequantize());
+            Assert.Equal(reference, choice.Omega, 1e-9 * reference);
+            checkedTensors++;
+        }
+
+        Assert.True(checkedTensors >= 4, $"{checkedTensors} compensated tensors");
     }
 
     [Fact]
