@@ -25,16 +25,31 @@ internal sealed class DataFile
 
     private readonly long _rowLimit = long.MaxValue;
 
-    private DataFile(string path, bool isArchive, IEnumerable<string> names, long rowLimit = long.MaxValue)
+    // The file a view of the first samples was taken from: its arrays are read once, there, and shared (not copied
+    // when the view keeps every sample). A view that read the file again held a second copy of the samples: the
+    // detector's 32 calibration pages of 640 x 640 are 157 MB.
+    private readonly DataFile? _source;
+    private readonly Lock _lock = new();
+
+    private DataFile(string path, bool isArchive, IEnumerable<string> names)
     {
         Path = path;
         _isArchive = isArchive;
-        _rowLimit = rowLimit;
         _arrays = names.ToDictionary(n => n, _ => (NpyArray?)null, StringComparer.Ordinal);
     }
 
-    /// <summary>The same file seen through its first <paramref name="samples"/> samples (for a quick check run).</summary>
-    public DataFile Take(long samples) => new(Path, _isArchive, _arrays.Keys, Math.Min(samples, _rowLimit));
+    private DataFile(DataFile source, long rowLimit)
+        : this(source.Path, source._isArchive, source._arrays.Keys)
+    {
+        _source = source;
+        _rowLimit = rowLimit;
+    }
+
+    /// <summary>
+    /// The same file seen through its first <paramref name="samples"/> samples (for a quick check run, or the
+    /// samples one stage takes): it shares this file's arrays, copying only a shortened one's first samples.
+    /// </summary>
+    public DataFile Take(long samples) => new(_source ?? this, Math.Min(samples, _rowLimit));
 
     /// <summary>The file's path, as given.</summary>
     public string Path { get; }
@@ -105,9 +120,13 @@ internal sealed class DataFile
     /// <exception cref="QuantException">There is no such array; the message lists the ones there are.</exception>
     public NpyArray Get(string name)
     {
-        if (_arrays.TryGetValue(name, out var array))
+        // Parallel measurements read the same file (and its views their source's arrays): an array is read once.
+        lock (_lock)
         {
-            return array ?? (_arrays[name] = Read(name).Head(_rowLimit));
+            if (_arrays.TryGetValue(name, out var array))
+            {
+                return array ?? (_arrays[name] = (_source?.Get(name) ?? Read(name)).Head(_rowLimit));
+            }
         }
 
         throw new QuantException(ErrorCode.DataMissingArray,

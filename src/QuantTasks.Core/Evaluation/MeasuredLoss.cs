@@ -143,7 +143,11 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
     public ModelOutputs Reference => _reference;
 
     /// <summary>The loss with every listed tensor replaced by its values at once (the others float), minus the float model's.</summary>
-    public double Increase(IReadOnlyList<(string Name, float[] Values)> replaced) => Increase(Outputs(replaced));
+    public double Increase(IReadOnlyList<(string Name, float[] Values)> replaced)
+    {
+        ArgumentNullException.ThrowIfNull(replaced);
+        return Gated(() => RunLoss(replaced), candidate: true) - _floatLoss;
+    }
 
     /// <summary>The loss of <paramref name="outputs"/> (from <see cref="Outputs"/>) minus the float model's.</summary>
     public double Increase(ModelOutputs outputs) => Loss(outputs) - _floatLoss;
@@ -186,37 +190,68 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
 
     private ModelOutputs Run(IReadOnlyList<(string Name, float[] Values)> replaced)
     {
-        ModelOutputs outputs;
-        if (replaced.All(r => _overridable.ContainsKey(r.Name)))
+        if (!replaced.All(r => _overridable.ContainsKey(r.Name)))
         {
-            var inputs = replaced.Select(r => (r.Name, Value: OrtValue.CreateTensorValueFromMemory((float[])r.Values.Clone(), _overridable[r.Name]))).ToArray();
-            try
-            {
-                outputs = ModelEvaluator.Run(_session, _data, _outputName, _modelPath, inputs);
-            }
-            finally
-            {
-                foreach (var (_, value) in inputs)
-                {
-                    value.Dispose();
-                }
-            }
-        }
-        else
-        {
-            var proto = OnnxModel.ShallowCopy(_model);
-            foreach (var (name, values) in replaced)
-            {
-                if (!OnnxModel.ReplaceFloatValues(proto.Graph, name, values))
-                {
-                    throw new ArgumentException($"No float32 tensor '{name}' in the model.", nameof(replaced));
-                }
-            }
-
-            outputs = ModelEvaluator.Run(proto.ToByteArray(), _data, _output, _modelPath);
+            return ModelEvaluator.Run(Rebuilt(replaced), _data, _output, _modelPath);
         }
 
-        return outputs;
+        var inputs = Fed(replaced);
+        try
+        {
+            return ModelEvaluator.Run(_session, _data, _outputName, _modelPath, inputs);
+        }
+        finally
+        {
+            Release(inputs);
+        }
+    }
+
+    // The loss of a run, summed batch by batch as ONNX Runtime hands the outputs over: no run keeps its whole
+    // output (the search only needs the figure).
+    private double RunLoss(IReadOnlyList<(string Name, float[] Values)> replaced)
+    {
+        if (!replaced.All(r => _overridable.ContainsKey(r.Name)))
+        {
+            return Loss(Run(replaced));
+        }
+
+        var inputs = Fed(replaced);
+        try
+        {
+            var loss = new LossSum(this);
+            ModelEvaluator.Each(_session, _data, _outputName, _modelPath, inputs, _session.InputNames, _dataInputs, samples: null, batchSize: null, perBatch: null, loss.Add);
+            return loss.Mean;
+        }
+        finally
+        {
+            Release(inputs);
+        }
+    }
+
+    private (string Name, OrtValue Value)[] Fed(IReadOnlyList<(string Name, float[] Values)> replaced) =>
+        replaced.Select(r => (r.Name, Value: OrtValue.CreateTensorValueFromMemory((float[])r.Values.Clone(), _overridable[r.Name]))).ToArray();
+
+    private static void Release((string Name, OrtValue Value)[] inputs)
+    {
+        foreach (var (_, value) in inputs)
+        {
+            value.Dispose();
+        }
+    }
+
+    // A weight the shared session cannot take as an input (stored in another type): a model with its values.
+    private byte[] Rebuilt(IReadOnlyList<(string Name, float[] Values)> replaced)
+    {
+        var proto = OnnxModel.ShallowCopy(_model);
+        foreach (var (name, values) in replaced)
+        {
+            if (!OnnxModel.ReplaceFloatValues(proto.Graph, name, values))
+            {
+                throw new ArgumentException($"No float32 tensor '{name}' in the model.", nameof(replaced));
+            }
+        }
+
+        return proto.ToByteArray();
     }
 
     /// <summary>
@@ -291,7 +326,7 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
             }
 
             var original = TensorValues.ReadAsFloat(_shared!.Graph.Initializer.First(t => t.Name == name));
-            run.Baseline = Loss(RunPart(run, original, candidate: false));
+            run.Baseline = RunPart(run, original, candidate: false);
             return new CandidateProbe(this, name, run);
         }
         catch
@@ -305,13 +340,16 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
     internal long MaxFrontierBytes { get; init; } = 256L << 20;
 
     /// <summary>The loss increase of one candidate measured on its tensor's part of the graph.</summary>
-    internal double Increase(PartRun run, float[] values) => Loss(RunPart(run, values, candidate: true)) - run.Baseline;
+    internal double Increase(PartRun run, float[] values) => RunPart(run, values, candidate: true) - run.Baseline;
 
-    private ModelOutputs RunPart(PartRun run, float[] values, bool candidate) => Gated(() =>
+    // The part's loss with the weight's values, summed batch by batch.
+    private double RunPart(PartRun run, float[] values, bool candidate) => Gated(() =>
     {
         using var weight = OrtValue.CreateTensorValueFromMemory((float[])values.Clone(), _overridable[run.Part.Weight]);
-        return ModelEvaluator.Run(run.Session!, _data, _outputName, _modelPath, [(run.Part.Weight, weight)], run.Part.DataInputs, _dataInputs,
-            _reference.Samples, run.BatchSize, b => run.Batches[b]);
+        var loss = new LossSum(this);
+        ModelEvaluator.Each(run.Session!, _data, _outputName, _modelPath, [(run.Part.Weight, weight)], run.Part.DataInputs, _dataInputs,
+            _reference.Samples, run.BatchSize, b => run.Batches[b], loss.Add);
+        return loss.Mean;
     }, candidate);
 
     private AffectedGraph? PartOf(string name)
@@ -441,52 +479,70 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
 
     private double Loss(ModelOutputs outputs)
     {
-        var shape = outputs.SampleShape ?? [outputs.Classes];
-        if (_form.Comparison == OutputComparison.Logits && shape.Length == 1)
-        {
-            return ClassLoss(outputs);
-        }
-
-        // Every other form, per position: a class distribution along the class axis (a recognizer's time step), an
-        // element of a probability map, or a value.
-        double sum = 0;
-        for (var s = 0; s < outputs.Samples; s++)
-        {
-            var p = _reference.Outputs.AsSpan(s * outputs.Classes, outputs.Classes);
-            var q = outputs.Outputs.AsSpan(s * outputs.Classes, outputs.Classes);
-            sum += _form.Comparison switch
-            {
-                OutputComparison.BinaryProbabilities => BinaryKl(p, q),
-                OutputComparison.Values => SquaredError(p, q),
-                _ => CategoricalKl(p, q, shape, _form.Comparison == OutputComparison.Logits, _labels is { } labels && shape.Length == 1 ? labels[s] : -1),
-            };
-        }
-
-        return sum / outputs.Samples;
+        var loss = new LossSum(this);
+        loss.Add(new OutputBatch(0, outputs.Samples, outputs.Samples, outputs.Classes, outputs.SampleShape ?? [outputs.Classes]), outputs.Outputs);
+        return loss.Mean;
     }
 
-    // Samples x classes logits: cross-entropy against the labels, or KL divergence from the float model's softmax.
-    private double ClassLoss(ModelOutputs outputs)
+    /// <summary>
+    /// A run's loss, its samples' terms added in sample order as batches arrive, so that a streamed run gives the
+    /// figure of the whole output to the last bit: mean cross-entropy against the labels, or the divergence from the
+    /// float model's output that <see cref="OutputLoss"/> names, per sample.
+    /// </summary>
+    private sealed class LossSum(MeasuredLoss owner)
     {
-        var probabilities = Softmax(outputs);
-        double sum = 0;
-        for (var i = 0; i < outputs.Samples; i++)
+        private double _sum;
+        private int _samples;
+        private double[]? _row;
+
+        /// <summary>The mean over the run's samples.</summary>
+        public double Mean => _sum / _samples;
+
+        public void Add(OutputBatch batch, ReadOnlySpan<float> values)
         {
-            if (_labels is not null)
+            _samples = batch.Total;
+            var shape = batch.SampleShape;
+            var classLogits = owner._form.Comparison == OutputComparison.Logits && shape.Length == 1;
+            for (var i = 0; i < batch.Count; i++)
             {
-                sum -= Math.Log(Math.Max(probabilities[i][_labels[i]], 1e-30));
-            }
-            else
-            {
-                for (var c = 0; c < outputs.Classes; c++)
+                var s = batch.First + i;
+                var q = values.Slice(i * batch.Classes, batch.Classes);
+                if (classLogits)
                 {
-                    var p = _floatProbabilities[i][c];
-                    sum += p > 0 ? p * Math.Log(p / Math.Max(probabilities[i][c], 1e-30)) : 0;
+                    AddClassTerms(s, q);
+                    continue;
                 }
+
+                // Every other form, per position: a class distribution along the class axis (a recognizer's time
+                // step), an element of a probability map, or a value.
+                var p = owner._reference.Outputs.AsSpan(s * batch.Classes, batch.Classes);
+                _sum += owner._form.Comparison switch
+                {
+                    OutputComparison.BinaryProbabilities => BinaryKl(p, q),
+                    OutputComparison.Values => SquaredError(p, q),
+                    _ => owner.CategoricalKl(p, q, shape, owner._form.Comparison == OutputComparison.Logits, owner._labels is { } labels && shape.Length == 1 ? labels[s] : -1),
+                };
             }
         }
 
-        return sum / outputs.Samples;
+        // Samples x classes logits: cross-entropy against the label, or KL divergence from the float model's softmax.
+        private void AddClassTerms(int sample, ReadOnlySpan<float> logits)
+        {
+            var probabilities = _row is { } row && row.Length == logits.Length ? row : _row = new double[logits.Length];
+            SoftmaxRow(logits, probabilities);
+            if (owner._labels is { } labels)
+            {
+                _sum -= Math.Log(Math.Max(probabilities[labels[sample]], 1e-30));
+                return;
+            }
+
+            var reference = owner._floatProbabilities[sample];
+            for (var c = 0; c < probabilities.Length; c++)
+            {
+                var p = reference[c];
+                _sum += p > 0 ? p * Math.Log(p / Math.Max(probabilities[c], 1e-30)) : 0;
+            }
+        }
     }
 
     // Mean over positions of KL(p || q) along the class axis, or of -log q[label] with a label; logits are
@@ -577,30 +633,32 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
         var result = new double[outputs.Samples][];
         for (var i = 0; i < outputs.Samples; i++)
         {
-            var row = outputs.Outputs.AsSpan(i * outputs.Classes, outputs.Classes);
-            var max = double.NegativeInfinity;
-            foreach (var v in row)
-            {
-                max = Math.Max(max, v);
-            }
-
-            var p = new double[outputs.Classes];
-            double total = 0;
-            for (var c = 0; c < p.Length; c++)
-            {
-                p[c] = Math.Exp(row[c] - max);
-                total += p[c];
-            }
-
-            for (var c = 0; c < p.Length; c++)
-            {
-                p[c] /= total;
-            }
-
-            result[i] = p;
+            result[i] = new double[outputs.Classes];
+            SoftmaxRow(outputs.Outputs.AsSpan(i * outputs.Classes, outputs.Classes), result[i]);
         }
 
         return result;
+    }
+
+    private static void SoftmaxRow(ReadOnlySpan<float> row, double[] p)
+    {
+        var max = double.NegativeInfinity;
+        foreach (var v in row)
+        {
+            max = Math.Max(max, v);
+        }
+
+        double total = 0;
+        for (var c = 0; c < p.Length; c++)
+        {
+            p[c] = Math.Exp(row[c] - max);
+            total += p[c];
+        }
+
+        for (var c = 0; c < p.Length; c++)
+        {
+            p[c] /= total;
+        }
     }
 }
 

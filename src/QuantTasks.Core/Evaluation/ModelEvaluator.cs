@@ -34,6 +34,19 @@ internal sealed record ModelOutputs(float[] Outputs, int Samples, int Classes, l
     }
 }
 
+/// <summary>Where one batch's outputs sit in a run (<see cref="ModelEvaluator.Each"/>).</summary>
+/// <param name="First">The batch's first sample.</param>
+/// <param name="Count">Its samples.</param>
+/// <param name="Total">The run's samples.</param>
+/// <param name="Classes">Output values per sample.</param>
+/// <param name="SampleShape">The shape of one sample's output.</param>
+internal readonly record struct OutputBatch(int First, int Count, int Total, int Classes, long[] SampleShape);
+
+/// <summary>Takes one batch's output values, valid only during the call.</summary>
+/// <param name="batch">Where the batch sits.</param>
+/// <param name="values">Its values, <see cref="OutputBatch.Count"/> x <see cref="OutputBatch.Classes"/>.</param>
+internal delegate void OutputBatchAction(OutputBatch batch, ReadOnlySpan<float> values);
+
 /// <summary>
 /// Runs ONNX models on data files with ONNX Runtime and scores them: top-1 accuracy against labels, top-1
 /// agreement with another model, or the mean cosine similarity of outputs. Scores are percentages.
@@ -109,10 +122,38 @@ internal static class ModelEvaluator
         IReadOnlyList<(string Name, OrtValue Value)> extra, IReadOnlyList<string> dataInputs, int modelInputs, int? samples, int? batchSize,
         Func<int, IReadOnlyList<(string Name, OrtValue Value)>>? perBatch, CancellationToken cancellation = default)
     {
+        var results = Array.Empty<float>();
+        var total = 0;
+        var classes = 0;
+        long[]? sampleShape = null;
+        Each(session, data, output, modelPath, extra, dataInputs, modelInputs, samples, batchSize, perBatch, (batch, values) =>
+        {
+            if (sampleShape is null)
+            {
+                (total, classes, sampleShape) = (batch.Total, batch.Classes, batch.SampleShape);
+                results = new float[(long)classes * total];
+            }
+
+            values.CopyTo(results.AsSpan(batch.First * classes));
+        }, cancellation);
+        return new ModelOutputs(results, total, classes, sampleShape);
+    }
+
+    /// <summary>
+    /// Runs an open session as <see cref="Run(InferenceSession, DataFile, string, string, IReadOnlyList{ValueTuple{string, OrtValue}}, IReadOnlyList{string}, int, int?, int?, Func{int, IReadOnlyList{ValueTuple{string, OrtValue}}}?, CancellationToken)"/>
+    /// does, but hands each batch's output values to <paramref name="onBatch"/> in sample order instead of keeping
+    /// them: a loss summed over samples needs no run's whole output (a detector's map on 32 pages is 52 MB per run).
+    /// The values are ONNX Runtime's and valid only during the call.
+    /// </summary>
+    internal static void Each(InferenceSession session, DataFile data, string output, string modelPath,
+        IReadOnlyList<(string Name, OrtValue Value)> extra, IReadOnlyList<string> dataInputs, int modelInputs, int? samples, int? batchSize,
+        Func<int, IReadOnlyList<(string Name, OrtValue Value)>>? perBatch, OutputBatchAction onBatch, CancellationToken cancellation = default)
+    {
         ArgumentNullException.ThrowIfNull(session);
         ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(extra);
         ArgumentNullException.ThrowIfNull(dataInputs);
+        ArgumentNullException.ThrowIfNull(onBatch);
         var arrays = dataInputs.Select(name => InputArray(data, name, modelInputs)).ToArray();
         var total = samples ?? (int)arrays[0].Rows;
         if (arrays.Length == 0 && batchSize is null)
@@ -120,8 +161,7 @@ internal static class ModelEvaluator
             throw new ArgumentException("A run that reads no data input needs its batch size.", nameof(batchSize));
         }
 
-        var results = Array.Empty<float>();
-        var filled = 0;
+        var first = 0;
         var classes = 0;
         long[]? sampleShape = null;
         RunBatches(session, arrays, total, batchSize ?? BatchFor(arrays), [output], modelPath, data.Path, (count, outputs) =>
@@ -131,7 +171,6 @@ internal static class ModelEvaluator
             {
                 classes = span.Length / count;
                 sampleShape = outputs[0].GetTensorTypeAndShape().Shape.Skip(1).ToArray();
-                results = new float[(long)classes * total];
             }
 
             if (span.Length != (long)classes * count)
@@ -141,10 +180,9 @@ internal static class ModelEvaluator
                     + "only outputs of a fixed size per sample can be compared.", new SourceLocation(modelPath));
             }
 
-            span.CopyTo(results.AsSpan(filled));
-            filled += span.Length;
+            onBatch(new OutputBatch(first, count, total, classes, sampleShape), span);
+            first += count;
         }, cancellation, extra, dataNames: dataInputs, perBatch: perBatch);
-        return new ModelOutputs(results, total, classes, sampleShape);
     }
 
     /// <summary>
@@ -315,7 +353,9 @@ internal static class ModelEvaluator
                     var perSample = (int)(array.Length / array.Rows);
                     var shape = array.Shape.ToArray();
                     shape[0] = count;
-                    values.Add(OrtValue.CreateTensorValueFromMemory(array.Floats!.AsSpan(start * perSample, count * perSample).ToArray(), shape));
+                    // Pinned in place, not copied: ONNX Runtime only reads its inputs, and a copy per batch was garbage
+                    // (a detector page is 4.9 MB, fed once per candidate).
+                    values.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, array.Floats!.AsMemory(start * perSample, count * perSample), shape));
                 }
 
                 using var results = RunSession(session, runOptions, [.. names, .. fed.Select(f => f.Name)],

@@ -33,6 +33,31 @@ public class DataFileTests
         Assert.Equal(test.AsSpan(0, reference.Length).ToArray(), reference);
     }
 
+    /// <summary>
+    /// Stages take views of the calibration file (the samples they need): a view shares the arrays the file has read,
+    /// so the samples are held once. The file is gone before the views read: a view that read it again would fail.
+    /// </summary>
+    [Fact]
+    public void A_view_of_the_first_samples_shares_the_arrays_the_file_has_read()
+    {
+        using var temp = new TempFolder();
+        var path = temp.File("d.npz");
+        File.Copy(Fixtures.Data("digits-calibration.npz"), path);
+        var data = DataFile.Load(path);
+        var input = data.Get("input");
+        var labels = data.Labels()!;
+        File.Delete(path);
+
+        var all = data.Take(10_000);
+        var first = data.Take(100).Take(300);
+
+        Assert.Same(input, all.Get("input"));
+        Assert.Same(input.Floats, all.Take(512).Get("input").Floats);
+        Assert.Equal([100L, 1, 28, 28], first.Get("input").Shape);
+        Assert.Equal(input.Floats.AsSpan(0, 100 * 784).ToArray(), first.Get("input").Floats);
+        Assert.Equal(labels[..100], first.Labels());
+    }
+
     [Theory]
     [InlineData("<f4", 4)]
     [InlineData("<i4", 4)]

@@ -152,6 +152,64 @@ public sealed class MeasuredLossTests
     }
 
     // Two recognizer-shaped lines of seeded noise (3 x 48 x 320): only the graph's arithmetic is compared.
+    /// <summary>
+    /// The search's measurements sum the loss batch by batch and keep no run's whole output; the joint check keeps
+    /// the outputs for the gate. Both give the same figure to the last bit, over several batches, for every output
+    /// form: LeNet-5's logits against labels and against the float model (512 digits, two batches), and a Softmax,
+    /// a Sigmoid map and plain values of a tiny model on 600 samples (three batches).
+    /// </summary>
+    [Theory]
+    [InlineData("labels")]
+    [InlineData("logits")]
+    [InlineData("Softmax")]
+    [InlineData("Sigmoid")]
+    [InlineData("")]
+    public void A_loss_summed_batch_by_batch_equals_the_loss_of_the_whole_output(string form)
+    {
+        var folder = Path.Combine(Path.GetTempPath(), "quanttasks-tests", $"stream-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(folder);
+        try
+        {
+            var random = new Random(5);
+            OnnxModel model;
+            DataFile data;
+            OutputLoss? loss = null;
+            string name;
+            if (form is "labels" or "logits")
+            {
+                (model, data, name) = (_model, _data, "conv2.weight");
+            }
+            else
+            {
+                var w = Enumerable.Range(0, 4 * 5).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+                model = TinyModel(Path.Combine(folder, "m.onnx"), w, form);
+                NpzWriter.Write(Path.Combine(folder, "x.npz"),
+                    ("x", NpzWriter.Floats([600, 3, 4], Enumerable.Range(0, 600 * 3 * 4).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray())));
+                (data, name) = (DataFile.Load(Path.Combine(folder, "x.npz")), "w");
+                loss = form switch
+                {
+                    "Softmax" => new OutputLoss(OutputComparison.Probabilities, -1),
+                    "Sigmoid" => new OutputLoss(OutputComparison.BinaryProbabilities),
+                    _ => new OutputLoss(OutputComparison.Values),
+                };
+            }
+
+            using var measured = new MeasuredLoss(model, data, null, [name], loss, labels: form != "logits");
+            var values = model.ReadFloats(model.FindTensor(name)!).Select(v => v * (float)(1 + (0.3 * (random.NextDouble() - 0.5)))).ToArray();
+
+            var whole = measured.Increase(measured.Outputs([(name, values)]));
+            var streamed = measured.Increase(name, values);
+
+            Assert.True(ModelEvaluator.BatchFor([data.Get(data.ArrayNames.First(a => a != DataFile.LabelArray))]) < measured.Samples);
+            Assert.True(whole > 1e-5, $"{form}: {whole}");
+            Assert.Equal(whole, streamed);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     private static DataFile RandomLines(string folder)
     {
         Directory.CreateDirectory(folder);
