@@ -94,6 +94,11 @@ internal sealed record LayerHessian(string Weight, int Rows, int Columns, int Gr
     }
 }
 
+/// <summary>How <see cref="LayerHessians.Compute"/> bounds the sums it holds at once.</summary>
+/// <param name="MaxHeldBytes">Most bytes of sums one pass over the samples holds (a larger layer gets a pass of its own).</param>
+/// <param name="Finished">Takes each layer's Hessian as soon as its pass is done (the activations stage moves it to a scratch file).</param>
+internal sealed record HessianPasses(long MaxHeldBytes, Action<LayerHessian> Finished);
+
 /// <summary>Computes the layer Hessians of a model's weights from its activations on calibration samples, by ONNX Runtime.</summary>
 internal static class LayerHessians
 {
@@ -107,16 +112,22 @@ internal static class LayerHessians
     /// <param name="samples">How many of them.</param>
     /// <param name="batchSize">Samples per ONNX Runtime run.</param>
     /// <param name="replaced">Float32 tensors whose values are replaced first (the quantized layers before, for sequential compensation), or null.</param>
+    /// <param name="passes">
+    /// How much of the sums one pass over the samples may hold, and what becomes of each finished layer (a scratch
+    /// file); null: one pass, every layer's sums held until the end.
+    /// </param>
     /// <param name="cancellation">Stops between batches.</param>
     public static IReadOnlyDictionary<string, LayerHessian> Compute(OnnxModel model, IReadOnlyList<WeightTensor> weights, DataFile data,
-        int samples, int batchSize = 32, IReadOnlyDictionary<string, float[]>? replaced = null, CancellationToken cancellation = default)
+        int samples, int batchSize = 32, IReadOnlyDictionary<string, float[]>? replaced = null, HessianPasses? passes = null,
+        CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(weights);
         var layers = weights.Select(w => Layer.Find(model, w)).OfType<Layer>().ToArray();
+        var computed = new Dictionary<string, LayerHessian>(StringComparer.Ordinal);
         if (layers.Length == 0)
         {
-            return new Dictionary<string, LayerHessian>(StringComparer.Ordinal);
+            return computed;
         }
 
         // The layers' inputs become extra graph outputs of a copy of the model (one that shares its tensors).
@@ -126,31 +137,130 @@ internal static class LayerHessians
             OnnxModel.ReplaceFloatValues(proto.Graph, name, values);
         }
 
-        var existing = new HashSet<string>(proto.Graph.Output.Select(o => o.Name), StringComparer.Ordinal);
-        var names = layers.Select(l => l.Input).Distinct(StringComparer.Ordinal).ToArray();
-        foreach (var name in names.Where(n => !existing.Contains(n)))
+        var groups = Groups(layers, passes?.MaxHeldBytes ?? long.MaxValue);
+        var batch = batchSize;
+        if (groups.Count > 1)
         {
-            proto.Graph.Output.Add(new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1 } } });
+            // Every pass adds each layer's sums in the batches a single pass over all layers would use (the first
+            // sample alone, then batches sized by all the layers' inputs), so the sums do not depend on the grouping.
+            long perSample = 0;
+            var all = layers.Select(l => l.Input).Distinct(StringComparer.Ordinal).ToArray();
+            ModelEvaluator.Stream(WithOutputs(proto, all).ToByteArray(), data, all, model.Path, samples: 1, batchSize,
+                first => perSample = first.Values.Sum(v => (long)v.Values.Length * sizeof(float)), cancellation: cancellation);
+            batch = (int)Math.Clamp(MaxActivationBytes / Math.Max(1, perSample), 1, batchSize);
         }
 
-        var grams = layers.Select(l => Enumerable.Range(0, l.Groups).Select(_ => new SymmetricMatrix(l.Columns)).ToArray()).ToArray();
-        var vectors = new long[layers.Length];
-        var scratch = new ConcurrentBag<GramScratch>();
-        ModelEvaluator.Stream(proto.ToByteArray(), data, names, model.Path, samples, batchSize, batch =>
+        foreach (var group in groups)
         {
-            // Each layer owns its own sums, so layers accumulate in parallel; batches come in order.
-            Parallel.For(0, layers.Length, new ParallelOptions { CancellationToken = cancellation }, i =>
+            var names = group.Select(l => l.Input).Distinct(StringComparer.Ordinal).ToArray();
+            var pass = groups.Count > 1 ? Prefix(proto, names) : WithOutputs(proto, names);
+            var grams = group.Select(l => Enumerable.Range(0, l.Groups).Select(_ => new SymmetricMatrix(l.Columns)).ToArray()).ToArray();
+            var vectors = new long[group.Length];
+            var scratch = new ConcurrentBag<GramScratch>();
+            ModelEvaluator.Stream(pass.ToByteArray(), data, names, model.Path, samples, batch, values =>
             {
-                var (values, shape) = batch[layers[i].Input];
-                vectors[i] += layers[i].Accumulate(values, shape, grams[i], scratch);
-            });
-        }, MaxActivationBytes, cancellation);
+                // Each layer owns its own sums, so layers accumulate in parallel; batches come in order.
+                Parallel.For(0, group.Length, new ParallelOptions { CancellationToken = cancellation }, i =>
+                {
+                    var (floats, shape) = values[group[i].Input];
+                    vectors[i] += group[i].Accumulate(floats, shape, grams[i], scratch);
+                });
+            }, MaxActivationBytes, cancellation);
 
-        return Enumerable.Range(0, layers.Length).ToDictionary(
-            i => layers[i].Weight.Name,
-            i => new LayerHessian(layers[i].Weight.Name, layers[i].Rows, layers[i].Columns, layers[i].Groups, layers[i].Transposed, grams[i], vectors[i]),
-            StringComparer.Ordinal);
+            for (var i = 0; i < group.Length; i++)
+            {
+                var layer = group[i];
+                var hessian = new LayerHessian(layer.Weight.Name, layer.Rows, layer.Columns, layer.Groups, layer.Transposed, grams[i], vectors[i]);
+                passes?.Finished(hessian);
+                computed[layer.Weight.Name] = hessian;
+            }
+        }
+
+        return layers.ToDictionary(l => l.Weight.Name, l => computed[l.Weight.Name], StringComparer.Ordinal);
     }
+
+    /// <summary>The bytes the sums of these weights' layer Hessians take in memory.</summary>
+    public static long Bytes(OnnxModel model, IEnumerable<WeightTensor> weights)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(weights);
+        return weights.Select(w => Layer.Find(model, w)).OfType<Layer>().Sum(l => l.Bytes);
+    }
+
+    // The layers in graph order, in runs whose sums take at most maxBytes (a larger layer alone): one pass each.
+    private static List<Layer[]> Groups(Layer[] layers, long maxBytes)
+    {
+        var groups = new List<Layer[]>();
+        var current = new List<Layer>();
+        long bytes = 0;
+        foreach (var layer in layers.OrderBy(l => l.Position))
+        {
+            if (current.Count > 0 && bytes + layer.Bytes > maxBytes)
+            {
+                groups.Add([.. current]);
+                (current, bytes) = ([], 0);
+            }
+
+            current.Add(layer);
+            bytes += layer.Bytes;
+        }
+
+        groups.Add([.. current]);
+        return groups;
+    }
+
+    // The copy with the values as extra outputs.
+    private static ModelProto WithOutputs(ModelProto proto, IReadOnlyList<string> names)
+    {
+        var copy = OnnxModel.ShallowCopy(proto);
+        var existing = new HashSet<string>(copy.Graph.Output.Select(o => o.Name), StringComparer.Ordinal);
+        foreach (var name in names.Where(n => !existing.Contains(n)))
+        {
+            copy.Graph.Output.Add(FloatOutput(name));
+        }
+
+        return copy;
+    }
+
+    // The copy cut down to what the values need, with them as its only outputs: a pass over early layers runs only
+    // the start of the network and carries only its weights. A graph with subgraphs (If, Loop, Scan) keeps every
+    // node, since a body may read outer values its node does not list; so do initializers listed as graph inputs.
+    private static ModelProto Prefix(ModelProto proto, IReadOnlyList<string> names)
+    {
+        var copy = OnnxModel.ShallowCopy(proto);
+        var graph = copy.Graph;
+        var outputs = graph.Output.ToDictionary(o => o.Name, StringComparer.Ordinal);
+        graph.Output.Clear();
+        graph.Output.AddRange(names.Select(n => outputs.GetValueOrDefault(n) ?? FloatOutput(n)));
+        if (graph.Node.Any(n => n.Attribute.Any(a => a.G is not null || a.Graphs.Count > 0)))
+        {
+            return copy;
+        }
+
+        var needed = new HashSet<string>(names, StringComparer.Ordinal);
+        var kept = new List<NodeProto>();
+        for (var i = graph.Node.Count - 1; i >= 0; i--)
+        {
+            var node = graph.Node[i];
+            if (node.Output.Any(needed.Contains))
+            {
+                kept.Add(node);
+                needed.UnionWith(node.Input.Where(input => input.Length > 0));
+            }
+        }
+
+        kept.Reverse();
+        graph.Node.Clear();
+        graph.Node.AddRange(kept);
+        var inputs = new HashSet<string>(graph.Input.Select(i => i.Name), StringComparer.Ordinal);
+        var initializers = graph.Initializer.Where(t => needed.Contains(t.Name) || inputs.Contains(t.Name)).ToArray();
+        graph.Initializer.Clear();
+        graph.Initializer.AddRange(initializers);
+        return copy;
+    }
+
+    private static ValueInfoProto FloatOutput(string name) =>
+        new() { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1 } } };
 
     /// <summary>
     /// The weights that have a layer Hessian, in the order their consumers appear in the graph (ONNX requires
@@ -176,8 +286,9 @@ internal static class LayerHessians
     /// <summary>How a weight's consumer turns its input into vectors x.</summary>
     private sealed class Layer
     {
-        private Layer(WeightTensor weight, string input, int rows, int columns, int groups, bool transposed, NodeProto node)
+        private Layer(WeightTensor weight, string input, int rows, int columns, int groups, bool transposed, NodeProto node, int position)
         {
+            Position = position;
             Weight = weight;
             Input = input;
             Rows = rows;
@@ -188,6 +299,12 @@ internal static class LayerHessians
         }
 
         public WeightTensor Weight { get; }
+
+        /// <summary>Where its node is in the graph.</summary>
+        public int Position { get; }
+
+        /// <summary>The bytes its sums take.</summary>
+        public long Bytes => Groups * SymmetricMatrix.BytesFor(Columns);
 
         public string Input { get; }
 
@@ -203,24 +320,26 @@ internal static class LayerHessians
 
         public static Layer? Find(OnnxModel model, WeightTensor weight)
         {
-            var node = model.Graph.Node.FirstOrDefault(n => n.Input.Count >= 2 && n.Input[1] == weight.Name && n.OpType is "Gemm" or "MatMul" or "Conv");
-            if (node is null || weight.Shape.Any(d => d <= 0))
+            var position = model.Graph.Node.ToList().FindIndex(n => n.Input.Count >= 2 && n.Input[1] == weight.Name && n.OpType is "Gemm" or "MatMul" or "Conv");
+            if (position < 0 || weight.Shape.Any(d => d <= 0))
             {
                 return null;
             }
+
+            var node = model.Graph.Node[position];
 
             var shape = weight.Shape;
             switch (node.OpType)
             {
                 case "Gemm" when shape.Count == 2 && Int(node, "transA", 0) == 0:
                     var transB = Int(node, "transB", 0) == 1;
-                    return new Layer(weight, node.Input[0], (int)(transB ? shape[0] : shape[1]), (int)(transB ? shape[1] : shape[0]), 1, !transB, node);
+                    return new Layer(weight, node.Input[0], (int)(transB ? shape[0] : shape[1]), (int)(transB ? shape[1] : shape[0]), 1, !transB, node, position);
                 case "MatMul" when shape.Count == 2:
-                    return new Layer(weight, node.Input[0], (int)shape[1], (int)shape[0], 1, transposed: true, node);
+                    return new Layer(weight, node.Input[0], (int)shape[1], (int)shape[0], 1, transposed: true, node, position);
                 case "Conv" when shape.Count is 3 or 4:
                     var groups = (int)Int(node, "group", 1);
                     var kernel = shape.Skip(2).Aggregate(1L, (a, b) => a * b);
-                    return shape[0] % groups == 0 ? new Layer(weight, node.Input[0], (int)shape[0], (int)(shape[1] * kernel), groups, false, node) : null;
+                    return shape[0] % groups == 0 ? new Layer(weight, node.Input[0], (int)shape[0], (int)(shape[1] * kernel), groups, false, node, position) : null;
                 default:
                     return null;
             }

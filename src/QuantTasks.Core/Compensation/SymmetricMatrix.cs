@@ -179,7 +179,19 @@ internal sealed class SymmetricMatrix
     }
 
     /// <summary>The bytes the panels take in memory (and in a spill file).</summary>
-    public long Bytes => Enumerable.Range(0, PanelCount).Sum(p => (long)End(p) * Width(p) * sizeof(double));
+    public long Bytes => BytesFor(Size);
+
+    /// <summary>The bytes a matrix of <paramref name="size"/> x <paramref name="size"/> holds in memory (its panels).</summary>
+    public static long BytesFor(int size)
+    {
+        long bytes = 0;
+        for (var p = 0; p * PanelWidth < size; p++)
+        {
+            bytes += (long)((p * PanelWidth) + Width(p, size)) * Width(p, size) * sizeof(double);
+        }
+
+        return bytes;
+    }
 
     /// <summary>Whether the panels are in a spill file.</summary>
     public bool IsSpilled => _spill is not null;

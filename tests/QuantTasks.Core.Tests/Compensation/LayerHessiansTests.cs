@@ -38,6 +38,45 @@ public sealed class LayerHessiansTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// A large network's Hessians are computed in passes that each hold a bounded share of the sums (each pass runs
+    /// the graph only up to its layers): every layer's sums are those of one pass over all layers, to the last bit,
+    /// and each layer is handed over once, in graph order, when its pass ends. ResNet-bn has skip connections (the
+    /// cut graph must keep both branches of a block), the MobileNet-style model depthwise groups; the batch size of
+    /// 40 leaves 100 samples in uneven batches.
+    /// </summary>
+    [Theory]
+    [InlineData("resnet-bn.onnx", 0L)]
+    [InlineData("resnet-bn.onnx", 40_000L)]
+    [InlineData("mobilenet-dw.onnx", 0L)]
+    [InlineData("lenet5.onnx", 100_000L)]
+    public void Passes_that_hold_part_of_the_sums_give_the_sums_of_one_pass(string file, long maxHeldBytes)
+    {
+        var model = OnnxModel.Load(Fixtures.Model(file));
+        var data = DataFile.Load(Fixtures.Data("digits-calibration.npz"));
+        var weights = WeightCatalog.Find(model).Where(w => w.Shape.Count > 1).ToArray();
+        var finished = new List<string>();
+
+        var whole = LayerHessians.Compute(model, weights, data, samples: 100, batchSize: 40);
+        var passes = LayerHessians.Compute(model, weights, data, samples: 100, batchSize: 40,
+            passes: new HessianPasses(maxHeldBytes, h => finished.Add(h.Weight)));
+
+        Assert.True(whole.Count >= 4, $"{whole.Count} layers");
+        Assert.Equal(whole.Keys, passes.Keys);
+        Assert.Equal(LayerHessians.InGraphOrder(model, weights).Select(w => w.Name), finished);
+        Assert.True(whole.Values.Sum(h => h.Bytes) > maxHeldBytes * 2, "more than two passes");
+        foreach (var (name, expected) in whole)
+        {
+            var actual = passes[name];
+            Assert.Equal(expected.Vectors, actual.Vectors);
+            Assert.Equal(expected.PerGroup.Length, actual.PerGroup.Length);
+            for (var g = 0; g < expected.PerGroup.Length; g++)
+            {
+                Assert.Equal(expected.PerGroup[g].ToDense(), actual.PerGroup[g].ToDense());
+            }
+        }
+    }
+
     [Theory]
     [InlineData(1, 1, 0, 1)]
     [InlineData(2, 2, 1, 1)]

@@ -44,42 +44,61 @@ internal sealed class ActivationsStage : PipelineStage
             $"{what}, which measures each layer's inputs on calibration samples: add data.calibration (an .npz file; labels are not needed), or turn it off.",
             job.Loaded.Locate("/quantization/" + key));
         var weights = job.Plans.Where(p => p.Quantized).Select(p => p.Weight).ToArray();
-        job.LayerHessians = LayerHessians.Compute(job.Model, weights, calibration, quantization.Gptq.Samples, cancellation: context.Cancellation);
-        Spill(job, context);
+        var passes = SpillAsComputed(job, context, LayerHessians.Bytes(job.Model, weights));
+        job.LayerHessians = LayerHessians.Compute(job.Model, weights, calibration, quantization.Gptq.Samples, passes: passes, cancellation: context.Cancellation);
     }
 
     /// <summary>
-    /// Layer Hessians of at least this many bytes in all are moved to a scratch file in the output folder once
-    /// accumulated: the later stages use them one layer at a time, and holding them all was the largest share of a
-    /// large network's memory (ResNet-50: 0.53 GB of a 2.2 GB peak, for a 0.1 GB model). Smaller sets stay in memory.
+    /// Layer Hessians of at least this many bytes in all go to a scratch file in the output folder: the later stages
+    /// use them one layer at a time, and holding them all was the largest share of a large network's memory
+    /// (ResNet-50: 0.53 GB of a 2.2 GB peak, for a 0.1 GB model). They are computed in passes over the samples that
+    /// hold at most this many bytes of sums each, every layer written out when its pass ends: the sums held at once
+    /// had made the activations stage ResNet-50's peak. Smaller sets stay in memory and take one pass.
     /// </summary>
     internal static long SpillBytes { get; set; } = 128L << 20;
 
-    private static void Spill(ModelJob job, StageContext context)
+    private static HessianPasses? SpillAsComputed(ModelJob job, StageContext context, long bytes)
     {
-        var hessians = job.LayerHessians!.Values.ToArray();
-        var bytes = hessians.Sum(h => h.Bytes);
         if (bytes < SpillBytes)
         {
-            return;
+            return null;
         }
 
         try
         {
             job.HessianSpill = new SpillFile(job.Pipeline.OutputDirectory);
-            foreach (var hessian in hessians)
-            {
-                hessian.SpillTo(job.HessianSpill);
-            }
-
-            context.Note?.Invoke(FormattableString.Invariant(
-                $"{job.Name}: the layer Hessians ({bytes / 1e6:F0} MB) wait in a scratch file in the output folder while the later stages use them one layer at a time"));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            // Not an error: the Hessians that were not written stay in memory, as they would for a smaller network.
-            context.Note?.Invoke(FormattableString.Invariant(
-                $"{job.Name}: the layer Hessians ({bytes / 1e6:F0} MB) stay in memory: the scratch file in '{job.Pipeline.OutputDirectory}' could not be written ({e.Message})"));
+            // Not an error: the Hessians stay in memory, as they would for a smaller network.
+            StayInMemory(job, context, bytes, e);
+            return null;
         }
+
+        context.Note?.Invoke(FormattableString.Invariant(
+            $"{job.Name}: the layer Hessians ({bytes / 1e6:F0} MB) are computed in passes of at most {SpillBytes / 1e6:F0} MB and wait in a scratch file in the output folder while the later stages use them one layer at a time"));
+        var failed = false;
+        return new HessianPasses(SpillBytes, hessian =>
+        {
+            if (failed)
+            {
+                return;
+            }
+
+            try
+            {
+                hessian.SpillTo(job.HessianSpill);
+            }
+            catch (IOException e)
+            {
+                // A full disk: what was not written stays in memory.
+                failed = true;
+                StayInMemory(job, context, bytes, e);
+            }
+        });
     }
+
+    private static void StayInMemory(ModelJob job, StageContext context, long bytes, Exception e) =>
+        context.Note?.Invoke(FormattableString.Invariant(
+            $"{job.Name}: the layer Hessians ({bytes / 1e6:F0} MB) stay in memory: the scratch file in '{job.Pipeline.OutputDirectory}' could not be written ({e.Message})"));
 }
