@@ -60,13 +60,6 @@ internal sealed class JointCheckStage : PipelineStage
         // The check asks the gate about the set of values it has just measured, on the same samples: the outputs of
         // the last measurement are kept so that the gate's figure costs no second forward pass.
         var last = new LastMeasurement();
-        double Measure(IReadOnlyList<(int Tensor, float[] Values)> replaced)
-        {
-            var outputs = measured.Outputs(Named(replaced));
-            last.Keep(replaced, outputs);
-            return measured.Increase(outputs);
-        }
-
         Func<IReadOnlyList<(int Tensor, float[] Values)>, bool>? gateFails = null;
         if (job.Policy.Data.Evaluation is not null && job.Policy.Finetune is null)
         {
@@ -78,6 +71,20 @@ internal sealed class JointCheckStage : PipelineStage
                 var (_, before, after) = EvaluateStage.Figure(job.Policy.Accuracy.Metric, outputForm, measured.Reference, outputs, labels);
                 return before - after > job.Policy.Accuracy.MaxDrop + 1e-9;
             };
+        }
+
+        // Only a set that replaces every quantized tensor can be a result the gate is asked about: the others (each
+        // tensor alone, all but one) sum their loss batch by batch and keep no outputs (the recognizer's are 68 MB).
+        double Measure(IReadOnlyList<(int Tensor, float[] Values)> replaced)
+        {
+            if (gateFails is null || replaced.Count < quantized.Length)
+            {
+                return measured.Increase(Named(replaced));
+            }
+
+            var outputs = measured.Outputs(Named(replaced));
+            last.Keep(replaced, outputs);
+            return measured.Increase(outputs);
         }
 
         var outcome = JointCheck.Run(job.Search, job.Values, job.Tensors, QuantizerSettings.From(quantization), Measure,
