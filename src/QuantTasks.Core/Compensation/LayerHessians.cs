@@ -116,10 +116,11 @@ internal static class LayerHessians
     /// How much of the sums one pass over the samples may hold, and what becomes of each finished layer (a scratch
     /// file); null: one pass, every layer's sums held until the end.
     /// </param>
+    /// <param name="maxActivationBytes">Most bytes of layer inputs one batch hands over (<see cref="MaxActivationBytes"/>).</param>
     /// <param name="cancellation">Stops between batches.</param>
     public static IReadOnlyDictionary<string, LayerHessian> Compute(OnnxModel model, IReadOnlyList<WeightTensor> weights, DataFile data,
         int samples, int batchSize = 32, IReadOnlyDictionary<string, float[]>? replaced = null, HessianPasses? passes = null,
-        CancellationToken cancellation = default)
+        long maxActivationBytes = MaxActivationBytes, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(weights);
@@ -147,7 +148,7 @@ internal static class LayerHessians
             var all = layers.Select(l => l.Input).Distinct(StringComparer.Ordinal).ToArray();
             ModelEvaluator.Stream(WithOutputs(proto, all).ToByteArray(), data, all, model.Path, samples: 1, batchSize,
                 first => perSample = first.Values.Sum(v => (long)v.Values.Length * sizeof(float)), cancellation: cancellation);
-            batch = (int)Math.Clamp(MaxActivationBytes / Math.Max(1, perSample), 1, batchSize);
+            batch = (int)Math.Clamp(maxActivationBytes / Math.Max(1, perSample), 1, batchSize);
         }
 
         foreach (var group in groups)
@@ -165,7 +166,7 @@ internal static class LayerHessians
                     var (floats, shape) = values[group[i].Input];
                     vectors[i] += group[i].Accumulate(floats, shape, grams[i], scratch);
                 });
-            }, MaxActivationBytes, cancellation);
+            }, maxActivationBytes, cancellation);
 
             for (var i = 0; i < group.Length; i++)
             {
@@ -454,7 +455,7 @@ internal static class LayerHessians
     /// not multiply the peak memory. ResNet-50's 54 layer inputs take about 30 MB per image of 224 x 224, so this
     /// runs two at a time; the Gram sums, not the batch size, set the stage's speed.
     /// </summary>
-    private const long MaxActivationBytes = 64L << 20;
+    internal const long MaxActivationBytes = 64L << 20;
 
     // Rows per product when adding to a Gram matrix: the kernel's inner block.
     private const int RowsPerProduct = 256;

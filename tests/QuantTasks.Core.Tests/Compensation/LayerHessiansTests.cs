@@ -45,23 +45,31 @@ public sealed class LayerHessiansTests : IDisposable
     /// cut graph must keep both branches of a block), the MobileNet-style model depthwise groups; the batch size of
     /// 40 leaves 100 samples in uneven batches.
     /// </summary>
+    /// <remarks>
+    /// The last cases bound a batch's layer inputs to 200 KB, as 64 MB bounds them for ResNet-50 at 224 x 224: the
+    /// batches of a single pass are then smaller than a pass over a few layers would take for itself.
+    /// </remarks>
     [Theory]
-    [InlineData("resnet-bn.onnx", 0L)]
-    [InlineData("resnet-bn.onnx", 40_000L)]
-    [InlineData("mobilenet-dw.onnx", 0L)]
-    [InlineData("lenet5.onnx", 100_000L)]
-    public void Passes_that_hold_part_of_the_sums_give_the_sums_of_one_pass(string file, long maxHeldBytes)
+    [InlineData("resnet-bn.onnx", 0L, LayerHessians.MaxActivationBytes)]
+    [InlineData("resnet-bn.onnx", 40_000L, LayerHessians.MaxActivationBytes)]
+    [InlineData("mobilenet-dw.onnx", 0L, LayerHessians.MaxActivationBytes)]
+    [InlineData("lenet5.onnx", 100_000L, LayerHessians.MaxActivationBytes)]
+    [InlineData("resnet-bn.onnx", 0L, 200_000L)]
+    [InlineData("mobilenet-dw.onnx", 0L, 200_000L)]
+    [InlineData("lenet5.onnx", 0L, 40_000L)]
+    [InlineData("mlp.onnx", 0L, 20_000L)]
+    public void Passes_that_hold_part_of_the_sums_give_the_sums_of_one_pass(string file, long maxHeldBytes, long maxActivationBytes)
     {
         var model = OnnxModel.Load(Fixtures.Model(file));
         var data = DataFile.Load(Fixtures.Data("digits-calibration.npz"));
         var weights = WeightCatalog.Find(model).Where(w => w.Shape.Count > 1).ToArray();
         var finished = new List<string>();
 
-        var whole = LayerHessians.Compute(model, weights, data, samples: 100, batchSize: 40);
+        var whole = LayerHessians.Compute(model, weights, data, samples: 100, batchSize: 40, maxActivationBytes: maxActivationBytes);
         var passes = LayerHessians.Compute(model, weights, data, samples: 100, batchSize: 40,
-            passes: new HessianPasses(maxHeldBytes, h => finished.Add(h.Weight)));
+            passes: new HessianPasses(maxHeldBytes, h => finished.Add(h.Weight)), maxActivationBytes: maxActivationBytes);
 
-        Assert.True(whole.Count >= 4, $"{whole.Count} layers");
+        Assert.True(whole.Count >= 3, $"{whole.Count} layers");
         Assert.Equal(whole.Keys, passes.Keys);
         Assert.Equal(LayerHessians.InGraphOrder(model, weights).Select(w => w.Name), finished);
         Assert.True(whole.Values.Sum(h => h.Bytes) > maxHeldBytes * 2, "more than two passes");
