@@ -57,9 +57,10 @@ internal sealed class JointCheckStage : PipelineStage
         // would refuse is corrected while the search's candidates can still do better. The evaluation samples stay
         // the gate's alone: a correction steered by them would be judged by them, and the gate would no longer say
         // how the result does on samples it was not fitted to. Not before fine-tuning, which corrects it otherwise.
-        // The check asks the gate about the set of values it has just measured, on the same samples: the outputs of
-        // the last measurement are kept so that the gate's figure costs no second forward pass.
-        var last = new LastMeasurement();
+        // The gate is asked about the starting result and each kept round's (at most rounds + 1 times) and takes a
+        // forward pass of its own; every other measurement sums its loss batch by batch and keeps no outputs. Keeping
+        // each full set's outputs for a question that may follow cost the recognizer 68 MB per candidate measured in
+        // context, garbage that piled up faster than the collector returned it.
         Func<IReadOnlyList<(int Tensor, float[] Values)>, bool>? gateFails = null;
         if (job.Policy.Data.Evaluation is not null && job.Policy.Finetune is null)
         {
@@ -67,25 +68,12 @@ internal sealed class JointCheckStage : PipelineStage
             var labels = samples.Labels();
             gateFails = replaced =>
             {
-                var outputs = last.Of(replaced) ?? measured.Outputs(Named(replaced));
-                var (_, before, after) = EvaluateStage.Figure(job.Policy.Accuracy.Metric, outputForm, measured.Reference, outputs, labels);
+                var (_, before, after) = EvaluateStage.Figure(job.Policy.Accuracy.Metric, outputForm, measured.Reference, measured.Outputs(Named(replaced)), labels);
                 return before - after > job.Policy.Accuracy.MaxDrop + 1e-9;
             };
         }
 
-        // Only a set that replaces every quantized tensor can be a result the gate is asked about: the others (each
-        // tensor alone, all but one) sum their loss batch by batch and keep no outputs (the recognizer's are 68 MB).
-        double Measure(IReadOnlyList<(int Tensor, float[] Values)> replaced)
-        {
-            if (gateFails is null || replaced.Count < quantized.Length)
-            {
-                return measured.Increase(Named(replaced));
-            }
-
-            var outputs = measured.Outputs(Named(replaced));
-            last.Keep(replaced, outputs);
-            return measured.Increase(outputs);
-        }
+        double Measure(IReadOnlyList<(int Tensor, float[] Values)> replaced) => measured.Increase(Named(replaced));
 
         var outcome = JointCheck.Run(job.Search, job.Values, job.Tensors, QuantizerSettings.From(quantization), Measure,
             omegaIsLoss, new JointCheckOptions(settings.Margin, settings.Rounds, MaxPasses: settings.MaxPasses), gateFails,
@@ -101,33 +89,5 @@ internal sealed class JointCheckStage : PipelineStage
             + (report.Corrected
                 ? FormattableString.Invariant($"; corrected to {report.Final:G4} ({string.Join(", ", report.Moved)} moved, {report.Passes} passes)")
                 : FormattableString.Invariant($" ({report.Passes} passes)")));
-    }
-
-    /// <summary>The outputs of the most recent measurement, with the values it replaced (measurements run in parallel).</summary>
-    private sealed class LastMeasurement
-    {
-        private readonly Lock _lock = new();
-        private IReadOnlyList<(int Tensor, float[] Values)>? _replaced;
-        private ModelOutputs? _outputs;
-
-        public void Keep(IReadOnlyList<(int Tensor, float[] Values)> replaced, ModelOutputs outputs)
-        {
-            lock (_lock)
-            {
-                (_replaced, _outputs) = (replaced, outputs);
-            }
-        }
-
-        /// <summary>The kept outputs when <paramref name="replaced"/> holds the same tensors and the same arrays, else null.</summary>
-        public ModelOutputs? Of(IReadOnlyList<(int Tensor, float[] Values)> replaced)
-        {
-            lock (_lock)
-            {
-                return _replaced is { } kept && kept.Count == replaced.Count
-                    && kept.Zip(replaced).All(p => p.First.Tensor == p.Second.Tensor && ReferenceEquals(p.First.Values, p.Second.Values))
-                    ? _outputs
-                    : null;
-            }
-        }
     }
 }
