@@ -27,7 +27,11 @@ internal enum OutputComparison
 /// <summary>How <see cref="MeasuredLoss"/> compares the output.</summary>
 /// <param name="Comparison">The comparison.</param>
 /// <param name="Axis">The class axis of the whole output (batch included; negative from the end), for the categorical comparisons.</param>
-internal sealed record OutputLoss(OutputComparison Comparison, long Axis = -1)
+/// <param name="Temperature">
+/// For <see cref="OutputComparison.Probabilities"/> without labels: the distributions compared are softmax(logits / T),
+/// taken from the probabilities as p^(1/T) normalised; 1 compares them as they are.
+/// </param>
+internal sealed record OutputLoss(OutputComparison Comparison, long Axis = -1, double Temperature = 1)
 {
     /// <summary>Class logits along the last axis: samples x classes, as classifiers end.</summary>
     public static OutputLoss ClassLogits { get; } = new(OutputComparison.Logits);
@@ -558,19 +562,22 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
         var outer = p.Length / Math.Max(1, classes * inner);
         var pp = new double[classes];
         var qq = new double[classes];
+        var temperature = logits ? 1 : _form.Temperature;
         double sum = 0;
         for (var o = 0; o < outer; o++)
         {
             for (var i = 0; i < inner; i++)
             {
                 var start = (o * classes * inner) + i;
-                Distribution(p, start, inner, logits, pp);
-                Distribution(q, start, inner, logits, qq);
                 if (label >= 0 && label < classes)
                 {
+                    Distribution(q, start, inner, logits, 1, qq);
                     sum -= Math.Log(Math.Max(qq[label], 1e-30));
                     continue;
                 }
+
+                Distribution(p, start, inner, logits, temperature, pp);
+                Distribution(q, start, inner, logits, temperature, qq);
 
                 for (var k = 0; k < classes; k++)
                 {
@@ -582,7 +589,10 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
         return sum / Math.Max(1, outer * inner);
     }
 
-    private static void Distribution(ReadOnlySpan<float> values, int start, int stride, bool logits, double[] into)
+    // A class distribution from logits (softmax) or from probabilities, these at temperature T as p^(1/T) normalised:
+    // log p is the logits less a constant, so that is softmax(logits / T) without the logits. A probability that
+    // float32 rounded to zero stays zero.
+    private static void Distribution(ReadOnlySpan<float> values, int start, int stride, bool logits, double temperature, double[] into)
     {
         double max = double.NegativeInfinity, total = 0;
         for (var k = 0; k < into.Length; k++)
@@ -593,7 +603,9 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
 
         for (var k = 0; k < into.Length; k++)
         {
-            into[k] = logits ? Math.Exp(into[k] - max) : Math.Max(into[k], 0);
+            into[k] = logits ? Math.Exp(into[k] - max)
+                : temperature == 1 || into[k] <= 0 ? Math.Max(into[k], 0)
+                : Math.Exp(Math.Log(into[k]) / temperature);
             total += into[k];
         }
 

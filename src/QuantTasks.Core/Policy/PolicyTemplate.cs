@@ -81,6 +81,7 @@ internal static class PolicyTemplate
         Line(Invariant($"    rounds: {PolicyDefaults.JointCheckRounds}").PadRight(37) + "#   most correction rounds");
         Line(Invariant($"    samples: {PolicyDefaults.JointCheckSamples}").PadRight(37) + "#   calibration samples per forward pass");
         Line(Invariant($"    max_passes: {PolicyDefaults.JointCheckMaxPasses}").PadRight(37) + "#   most forward passes, corrections included");
+        Line(Invariant($"  softmax_temperature: {PolicyDefaults.SoftmaxTemperature}").PadRight(37) + "# a Softmax output is compared as softmax(logits / T) in the measured losses; 1 = the probabilities as they are");
         Line("  seed: 0                            # k-means++ seeding");
         Line("pruning:");
         Line("  sparsity: 0.0                      # fraction of smallest weights set to zero; 0 = off");

@@ -250,6 +250,12 @@ internal sealed class QuantizationOptions
     /// <summary>The combined result measured after the search, and corrected when it adds more loss than assumed.</summary>
     public JointCheckSettings JointCheck { get; init; } = new();
 
+    /// <summary>
+    /// The temperature at which the measured losses (the search's Omega, the joint check) compare a Softmax output's
+    /// class distributions without labels: softmax(logits / T). Default: 2.
+    /// </summary>
+    public double SoftmaxTemperature { get; init; } = PolicyDefaults.SoftmaxTemperature;
+
     /// <summary>Seed of k-means++ seeding. Default: 0.</summary>
     public long Seed { get; init; }
 }

@@ -34,10 +34,13 @@ internal sealed record OutputForm(string Output, string Scores, ScoreKind Kind, 
     /// <summary>
     /// How a loss measured on the output itself compares it (ONNX Runtime's forward passes see the output, not the
     /// logits before it): class logits or log-probabilities are softmaxed per position along the class axis, a
-    /// Softmax's probabilities are taken as they are, a Sigmoid map by binary KL, values by squared error. An output
-    /// whose rank the graph does not declare is taken as class logits, as the evaluation takes it.
+    /// Softmax's probabilities at <paramref name="softmaxTemperature"/> (the logits before it divided by T, recovered
+    /// from the probabilities), a Sigmoid map by binary KL, values by squared error. An output whose rank the graph
+    /// does not declare is taken as class logits, as the evaluation takes it.
     /// </summary>
-    public OutputLoss MeasuredOn(GraphProto graph)
+    /// <param name="graph">The model's graph.</param>
+    /// <param name="softmaxTemperature">The policy's <c>quantization.softmax_temperature</c>.</param>
+    public OutputLoss MeasuredOn(GraphProto graph, double softmaxTemperature = 1)
     {
         ArgumentNullException.ThrowIfNull(graph);
         var producer = graph.Node.LastOrDefault(n => n.Output.Contains(Output));
@@ -45,7 +48,7 @@ internal sealed record OutputForm(string Output, string Scores, ScoreKind Kind, 
         {
             ScoreKind.Binary => new OutputLoss(OutputComparison.BinaryProbabilities),
             ScoreKind.Categorical when Scores == Output || producer?.OpType == "LogSoftmax" => new OutputLoss(OutputComparison.Logits, Axis),
-            ScoreKind.Categorical => new OutputLoss(OutputComparison.Probabilities, Axis),
+            ScoreKind.Categorical => new OutputLoss(OutputComparison.Probabilities, Axis, softmaxTemperature),
             _ when Rank == 0 => OutputLoss.ClassLogits,
             _ => new OutputLoss(OutputComparison.Values),
         };

@@ -274,15 +274,19 @@ public sealed class MeasuredLossTests
 
     /// <summary>
     /// Outputs that are not samples x class logits, against closed forms computed here: a recognizer-like
-    /// samples x steps x classes Softmax (KL per time step of the probabilities as they are), a Sigmoid map
-    /// (binary KL per element), and plain values (mean squared error). The model is y = f(x W) with x of
-    /// samples x 3 x 4 and W of 4 x 5.
+    /// samples x steps x classes Softmax (KL per time step of the probabilities as they are, and at temperatures
+    /// above 1 of softmax(logits / T), which the closed form takes from the logits and the measurement recovers from
+    /// the probabilities), a Sigmoid map (binary KL per element), and plain values (mean squared error). The model
+    /// is y = f(x W) with x of samples x 3 x 4 and W of 4 x 5.
     /// </summary>
     [Theory]
-    [InlineData("Softmax")]
-    [InlineData("Sigmoid")]
-    [InlineData("")]
-    public void Each_output_form_is_compared_by_its_own_divergence(string activation)
+    [InlineData("Softmax", 1.0)]
+    [InlineData("Softmax", 2.0)]
+    [InlineData("Softmax", 4.0)]
+    [InlineData("Softmax", 0.5)]
+    [InlineData("Sigmoid", 1.0)]
+    [InlineData("", 1.0)]
+    public void Each_output_form_is_compared_by_its_own_divergence(string activation, double temperature)
     {
         const int Samples = 6, Steps = 3, Inputs = 4, Classes = 5;
         var random = new Random(3);
@@ -298,7 +302,7 @@ public sealed class MeasuredLossTests
             var data = DataFile.Load(Path.Combine(folder, "x.npz"));
             var form = activation switch
             {
-                "Softmax" => new OutputLoss(OutputComparison.Probabilities, -1),
+                "Softmax" => new OutputLoss(OutputComparison.Probabilities, -1, temperature),
                 "Sigmoid" => new OutputLoss(OutputComparison.BinaryProbabilities),
                 _ => new OutputLoss(OutputComparison.Values),
             };
@@ -318,7 +322,7 @@ public sealed class MeasuredLossTests
                 if (activation == "Softmax")
                 {
                     var max = y.Max();
-                    var e = y.Select(v => Math.Exp(v - max)).ToArray();
+                    var e = y.Select(v => Math.Exp((v - max) / temperature)).ToArray();
                     return e.Select(v => v / e.Sum()).ToArray();
                 }
 
@@ -344,7 +348,7 @@ public sealed class MeasuredLossTests
             expected /= Samples;
             var actual = measured.Increase("w", moved);
             Assert.True(expected > 1e-4, $"{expected}");
-            Assert.True(Math.Abs(actual - expected) <= 1e-4 * expected, $"{activation}: measured {actual}, closed form {expected}");
+            Assert.True(Math.Abs(actual - expected) <= 1e-4 * expected, $"{activation} at {temperature}: measured {actual}, closed form {expected}");
             Assert.Equal(0, measured.Increase("w", w), 9);
         }
         finally

@@ -152,7 +152,11 @@ public sealed class PolicyLoaderTests : IDisposable
     [InlineData("  joint_check:\n    enabled: sometimes", 11, "enabled")]
     [InlineData("  joint_check: yes", 10, "joint_check")]
     [InlineData("  joint_check:\n    worst: 3", 11, "worst")]
-    public void A_hostile_joint_check_value_is_refused_at_its_line(string entry, int line, string expected)
+    [InlineData("  softmax_temperature: 0", 10, "softmax_temperature")]
+    [InlineData("  softmax_temperature: -2", 10, "softmax_temperature")]
+    [InlineData("  softmax_temperature: 1e308", 10, "softmax_temperature")]
+    [InlineData("  softmax_temperature: warm", 10, "softmax_temperature")]
+    public void A_hostile_joint_check_or_softmax_temperature_value_is_refused_at_its_line(string entry, int line, string expected)
     {
         var error = Fails(Valid.Replace("  method: hessian-kmeans", "  method: hessian-kmeans\n" + entry, StringComparison.Ordinal));
 

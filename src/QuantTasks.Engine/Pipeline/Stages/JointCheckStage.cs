@@ -48,7 +48,7 @@ internal sealed class JointCheckStage : PipelineStage
 
         var samples = omegaIsLoss && !calibrated ? calibration : calibration.Take(settings.Samples);
         var outputForm = EvaluateStage.Form(job);
-        var form = outputForm.MeasuredOn(job.Model.Graph);
+        var form = outputForm.MeasuredOn(job.Model.Graph, quantization.SoftmaxTemperature);
         using var measured = new MeasuredLoss(job.Model, samples, job.Options.Output, quantized, form, labels: !calibrated);
         var names = job.Weights.Select(w => w.Name).ToArray();
         (string, float[])[] Named(IReadOnlyList<(int Tensor, float[] Values)> replaced) => replaced.Select(r => (names[r.Tensor], r.Values)).ToArray();

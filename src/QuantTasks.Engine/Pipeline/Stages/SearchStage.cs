@@ -69,6 +69,6 @@ internal sealed class SearchStage : PipelineStage
             job.Loaded.Locate("/quantization/omega"));
         var calibrated = quantization.Omega == OmegaKind.CalibratedOutputError;
         return new MeasuredLoss(job.Model, calibrated ? calibration.Take(quantization.Gptq.Samples) : calibration, job.Options.Output,
-            job.Plans.Where(p => p.Quantized).Select(p => p.Weight.Name), EvaluateStage.Form(job).MeasuredOn(job.Model.Graph), labels: !calibrated);
+            job.Plans.Where(p => p.Quantized).Select(p => p.Weight.Name), EvaluateStage.Form(job).MeasuredOn(job.Model.Graph, quantization.SoftmaxTemperature), labels: !calibrated);
     }
 }
