@@ -562,7 +562,6 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
         var outer = p.Length / Math.Max(1, classes * inner);
         var pp = new double[classes];
         var qq = new double[classes];
-        var temperature = logits ? 1 : _form.Temperature;
         double sum = 0;
         for (var o = 0; o < outer; o++)
         {
@@ -576,8 +575,8 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
                     continue;
                 }
 
-                Distribution(p, start, inner, logits, temperature, pp);
-                Distribution(q, start, inner, logits, temperature, qq);
+                Distribution(p, start, inner, logits, _form.Temperature, pp);
+                Distribution(q, start, inner, logits, _form.Temperature, qq);
 
                 for (var k = 0; k < classes; k++)
                 {
@@ -589,9 +588,9 @@ internal sealed class MeasuredLoss : ILossMeasurement, IDisposable
         return sum / Math.Max(1, outer * inner);
     }
 
-    // A class distribution from logits (softmax) or from probabilities, these at temperature T as p^(1/T) normalised:
-    // log p is the logits less a constant, so that is softmax(logits / T) without the logits. A probability that
-    // float32 rounded to zero stays zero.
+    // A class distribution from logits (softmax; the temperature does not apply) or from probabilities, these at
+    // temperature T as p^(1/T) normalised: log p is the logits less a constant, so that is softmax(logits / T)
+    // without the logits. A probability that float32 rounded to zero stays zero.
     private static void Distribution(ReadOnlySpan<float> values, int start, int stride, bool logits, double temperature, double[] into)
     {
         double max = double.NegativeInfinity, total = 0;

@@ -40,7 +40,7 @@ internal sealed record OutputForm(string Output, string Scores, ScoreKind Kind, 
     /// </summary>
     /// <param name="graph">The model's graph.</param>
     /// <param name="softmaxTemperature">The policy's <c>quantization.softmax_temperature</c>.</param>
-    public OutputLoss MeasuredOn(GraphProto graph, double softmaxTemperature = 1)
+    public OutputLoss MeasuredOn(GraphProto graph, double softmaxTemperature)
     {
         ArgumentNullException.ThrowIfNull(graph);
         var producer = graph.Node.LastOrDefault(n => n.Output.Contains(Output));
