@@ -8,6 +8,7 @@ using TorchSharp;
 namespace QuantTasks.Engine.Tests.Graph;
 
 /// <summary>Every operator the executor supports computes what ONNX Runtime computes, within 1e-4 relative.</summary>
+[Collection(LibTorchTestGroup.Name)]
 public class OperatorTests
 {
     private static readonly Dictionary<string, Func<SingleNodeModel>> Cases = new()

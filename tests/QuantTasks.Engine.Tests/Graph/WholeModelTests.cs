@@ -10,6 +10,7 @@ using TorchSharp;
 namespace QuantTasks.Engine.Tests.Graph;
 
 /// <summary>Whole models run by the executor give ONNX Runtime's outputs, with the weights as gradient leaves.</summary>
+[Collection(LibTorchTestGroup.Name)]
 public class WholeModelTests
 {
     [Theory]

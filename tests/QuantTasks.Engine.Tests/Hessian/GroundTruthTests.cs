@@ -18,6 +18,7 @@ namespace QuantTasks.Engine.Tests.Hessian;
 /// regression (closed form), and a small MLP whose Hessian blocks come from finite differences of gradients.
 /// Trace within 5% at the default tolerance, top eigenvalue within 2%, and the same seed gives the same result.
 /// </summary>
+[Collection(LibTorchTestGroup.Name)]
 public sealed class GroundTruthTests : IDisposable
 {
     private const int Samples = 120;

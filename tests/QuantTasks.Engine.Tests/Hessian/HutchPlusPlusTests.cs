@@ -16,6 +16,7 @@ namespace QuantTasks.Engine.Tests.Hessian;
 /// directions, which the sketch takes exactly and Hutchinson's probes meet as variance. The exact traces of the
 /// two convolution blocks come from one Hessian-vector product per weight (e_i . H e_i).
 /// </summary>
+[Collection(LibTorchTestGroup.Name)]
 public sealed class HutchPlusPlusTests(ITestOutputHelper output)
 {
     [Fact]

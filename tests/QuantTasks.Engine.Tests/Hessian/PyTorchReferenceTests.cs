@@ -16,6 +16,7 @@ namespace QuantTasks.Engine.Tests.Hessian;
 /// is the point, because the tolerance decides how close the estimate gets and thousands of Hessian-vector
 /// products are what once exposed a native crash.
 /// </remarks>
+[Collection(LibTorchTestGroup.Name)]
 public sealed class PyTorchReferenceTests
 {
     private const double RelativeTolerance = 0.10;

@@ -8,6 +8,7 @@ using QuantTasks.Weights;
 namespace QuantTasks.Engine.Tests.Hessian;
 
 /// <summary>The whole analysis on real models: pretrained converters' output, label-free, and bad requests.</summary>
+[Collection(LibTorchTestGroup.Name)]
 public sealed class SensitivityAnalysisTests : IDisposable
 {
     private readonly TempFolder _folder = new();

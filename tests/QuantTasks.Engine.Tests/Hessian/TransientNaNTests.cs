@@ -4,6 +4,7 @@ using TorchSharp;
 namespace QuantTasks.Engine.Tests.Hessian;
 
 /// <summary>The repeat that cures libtorch's occasional NaN gradient, and its limit.</summary>
+[Collection(LibTorchTestGroup.Name)]
 public sealed class TransientNaNTests
 {
     [Fact]

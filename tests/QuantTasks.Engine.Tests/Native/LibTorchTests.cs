@@ -5,6 +5,7 @@ using TorchSharp;
 
 namespace QuantTasks.Engine.Tests.Native;
 
+[Collection(LibTorchTestGroup.Name)]
 public class LibTorchTests
 {
     /// <summary>

@@ -16,6 +16,7 @@ namespace QuantTasks.Engine.Tests.Pipeline;
 /// the content hash (it includes the engine's own assembly bytes, so any code change moves it), timings, and absolute
 /// paths. Set QUANTTASKS_RECORD_GOLDEN to a file path to write the current hashes there instead of comparing.
 /// </summary>
+[Collection(LibTorchTestGroup.Name)]
 public sealed partial class GoldenOutputTests : IDisposable
 {
     private readonly TempFolder _folder = new();

@@ -9,6 +9,7 @@ namespace QuantTasks.Engine.Tests.Pipeline;
 /// The Hessian Omega's bit choices do not depend on the analysis's probe seed (issue 14: with Hutchinson's
 /// estimator alone, seeds flipped choices on LeNet-5): HAWQ's trace sensitivity, uniform per-channel levels, 16x.
 /// </summary>
+[Collection(LibTorchTestGroup.Name)]
 public sealed class SeedStabilityTests : IDisposable
 {
     private readonly TempFolder _folder = new();

@@ -10,6 +10,7 @@ namespace QuantTasks.Engine.Tests.Training;
 /// disjoint from the evaluation digits: what it keeps (sizes, symbols, pruned zeros), what it buys (accuracy
 /// measured by ONNX Runtime on the decoded blob), and that it is deterministic.
 /// </summary>
+[Collection(LibTorchTestGroup.Name)]
 public sealed class FinetunePipelineTests : IDisposable
 {
     private readonly TempFolder _folder = new();

@@ -20,6 +20,7 @@ namespace QuantTasks.Engine.Tests.Training;
 /// the same model at the same weights (the sum Deep Compression's centroid update uses) and against finite
 /// differences of the loss, and one optimizer step on a tiny model against an update computed by hand.
 /// </summary>
+[Collection(LibTorchTestGroup.Name)]
 public sealed class SharedValueGradientTests : IDisposable
 {
     private readonly TempFolder _folder = new();

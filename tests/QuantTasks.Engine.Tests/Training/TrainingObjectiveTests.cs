@@ -10,6 +10,7 @@ using TorchSharp;
 namespace QuantTasks.Engine.Tests.Training;
 
 /// <summary>Fine-tuning's loss fits what produces the output, and each form equals its closed form.</summary>
+[Collection(LibTorchTestGroup.Name)]
 public sealed class TrainingObjectiveTests
 {
     public TrainingObjectiveTests() => LibTorch.EnsureLoaded();
