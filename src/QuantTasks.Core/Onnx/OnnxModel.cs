@@ -184,17 +184,18 @@ internal sealed class OnnxModel
     /// A copy of <paramref name="model"/> and its graph whose fields and lists can be changed (outputs added, a
     /// tensor swapped by <see cref="ReplaceFloatValues"/>) without touching the original; the nodes, tensors and
     /// other messages in the lists are shared, not copied. A deep clone of a 100 MB model is another 100 MB held
-    /// beside it while its bytes go to ONNX Runtime; this copy is a few lists.
+    /// beside it while its bytes go to ONNX Runtime; this copy is a few lists. Fields this build's ONNX schema does
+    /// not know (a newer exporter's) stay in the copy, so ONNX Runtime is given the model the user gave.
     /// </summary>
     public static ModelProto ShallowCopy(ModelProto model)
     {
         ArgumentNullException.ThrowIfNull(model);
-        var copy = CopyFields(model);
-        if (model.Graph is not null)
-        {
-            copy.Graph = CopyFields(model.Graph);
-        }
 
+        // Protobuf's merge into an empty message is the shallow copy: a singular message field (the graph) is
+        // merged into a new message in turn, a repeated field gets a new list holding the same elements, and the
+        // unknown fields are copied. Copying field by field through the descriptors lost those.
+        var copy = new ModelProto();
+        copy.MergeFrom(model);
         return copy;
     }
 
@@ -235,31 +236,6 @@ internal sealed class OnnxModel
         }
 
         return false;
-    }
-
-    // A new message with the same field values; repeated fields get new lists holding the same elements.
-    private static T CopyFields<T>(T source)
-        where T : IMessage<T>, new()
-    {
-        var copy = new T();
-        foreach (var field in source.Descriptor.Fields.InDeclarationOrder())
-        {
-            var accessor = field.Accessor;
-            if (field.IsRepeated || field.IsMap)
-            {
-                var target = (System.Collections.IList)accessor.GetValue(copy);
-                foreach (var item in (System.Collections.IEnumerable)accessor.GetValue(source))
-                {
-                    target.Add(item);
-                }
-            }
-            else if (!field.HasPresence || accessor.HasValue(source))
-            {
-                accessor.SetValue(copy, accessor.GetValue(source));
-            }
-        }
-
-        return copy;
     }
 
     /// <summary>

@@ -170,6 +170,44 @@ public class OnnxModelTests
     }
 
     [Fact]
+    public void A_shallow_copy_keeps_the_fields_this_schema_does_not_know()
+    {
+        // A newer exporter's fields, unknown to this build's ONNX schema: one on the model, one on its graph.
+        var known = OnnxModel.Load(Fixtures.Model("lenet5.onnx")).Proto;
+        var graph = known.Graph.ToByteArray().Concat(UnknownVarint(9001, 7)).ToArray();
+        var withoutGraph = known.Clone();
+        withoutGraph.Graph = null;
+        var model = ModelProto.Parser.ParseFrom([.. withoutGraph.ToByteArray(), .. LengthDelimited(ModelProto.GraphFieldNumber, graph), .. UnknownVarint(9002, 11)]);
+        Assert.Equal(known.CalculateSize() + UnknownVarint(9001, 7).Length + UnknownVarint(9002, 11).Length, model.CalculateSize());
+
+        var copy = OnnxModel.ShallowCopy(model);
+
+        Assert.Equal(model.ToByteArray(), copy.ToByteArray());
+        Assert.Same(model.Graph.Node[0], copy.Graph.Node[0]);
+        Assert.NotSame(model.Graph, copy.Graph);
+    }
+
+    private static byte[] UnknownVarint(int field, ulong value)
+    {
+        using var stream = new MemoryStream();
+        using var output = new CodedOutputStream(stream, leaveOpen: true);
+        output.WriteTag(field, WireFormat.WireType.Varint);
+        output.WriteUInt64(value);
+        output.Flush();
+        return stream.ToArray();
+    }
+
+    private static byte[] LengthDelimited(int field, byte[] bytes)
+    {
+        using var stream = new MemoryStream();
+        using var output = new CodedOutputStream(stream, leaveOpen: true);
+        output.WriteTag(field, WireFormat.WireType.LengthDelimited);
+        output.WriteBytes(ByteString.CopyFrom(bytes));
+        output.Flush();
+        return stream.ToArray();
+    }
+
+    [Fact]
     public void Replaced_weights_change_what_OnnxRuntime_computes_as_expected()
     {
         using var temp = new TempFolder();
