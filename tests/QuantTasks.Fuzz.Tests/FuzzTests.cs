@@ -77,7 +77,6 @@ public abstract class TimedFuzzing(ITestOutputHelper output) : IDisposable
         Assert.True(stats.Executions > seeds.Length, $"only {stats.Executions} executions ran");
         Assert.True(stats.Outcomes >= 3, $"every input ended the same few ways ({stats.Outcomes}); the mutator reaches nothing");
     }
-
 }
 
 /// <summary>The first half of <see cref="TimedFuzzing"/>'s targets.</summary>

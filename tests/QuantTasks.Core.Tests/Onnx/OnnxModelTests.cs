@@ -187,23 +187,27 @@ public class OnnxModelTests
         Assert.NotSame(model.Graph, copy.Graph);
     }
 
-    private static byte[] UnknownVarint(int field, ulong value)
+    private static byte[] UnknownVarint(int field, ulong value) => Encoded(output =>
     {
-        using var stream = new MemoryStream();
-        using var output = new CodedOutputStream(stream, leaveOpen: true);
         output.WriteTag(field, WireFormat.WireType.Varint);
         output.WriteUInt64(value);
-        output.Flush();
-        return stream.ToArray();
-    }
+    });
 
-    private static byte[] LengthDelimited(int field, byte[] bytes)
+    private static byte[] LengthDelimited(int field, byte[] bytes) => Encoded(output =>
     {
-        using var stream = new MemoryStream();
-        using var output = new CodedOutputStream(stream, leaveOpen: true);
         output.WriteTag(field, WireFormat.WireType.LengthDelimited);
         output.WriteBytes(ByteString.CopyFrom(bytes));
-        output.Flush();
+    });
+
+    // One field in protobuf's wire format, as the writer puts it.
+    private static byte[] Encoded(Action<CodedOutputStream> write)
+    {
+        using var stream = new MemoryStream();
+        using (var output = new CodedOutputStream(stream, leaveOpen: true))
+        {
+            write(output);
+        }
+
         return stream.ToArray();
     }
 
